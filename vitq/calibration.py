@@ -1,0 +1,84 @@
+"""Calibration: set every quantizer's initial scale from the weights and from calibration images.
+
+Weights are observed once, directly; activations are observed over the calibration batches with
+weights already fake-quantized, so activation ranges match what the quantized model will see.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from vitq.errors import VitqError
+from vitq.quant.modules import QuantConv2d, QuantLinear
+from vitq.quant.quantizer import Quantizer
+
+log = logging.getLogger(__name__)
+
+
+def weight_quantizers(model: nn.Module) -> Iterator[tuple[nn.Module, Quantizer]]:
+    for module in model.modules():
+        if isinstance(module, (QuantLinear, QuantConv2d)):
+            yield module, module.weight_quant
+
+
+def activation_quantizers(model: nn.Module) -> list[Quantizer]:
+    weights = {id(q) for _, q in weight_quantizers(model)}
+    return [m for m in model.modules() if isinstance(m, Quantizer) and id(m) not in weights]
+
+
+@torch.no_grad()
+def init_weight_quantizers(model: nn.Module) -> None:
+    for layer, quantizer in weight_quantizers(model):
+        quantizer.start_observing()
+        quantizer(layer.weight)
+        quantizer.stop_observing()
+
+
+@contextmanager
+def quantization_disabled(model: nn.Module) -> Iterator[None]:
+    """Temporarily run the wrapped model in float (the fp32 reference shares the same weights)."""
+    quantizers = [m for m in model.modules() if isinstance(m, Quantizer)]
+    saved = [q.enabled for q in quantizers]
+    for q in quantizers:
+        q.enabled = False
+    try:
+        yield
+    finally:
+        for q, enabled in zip(quantizers, saved):
+            q.enabled = enabled
+
+
+class FloatView(nn.Module):
+    """The float model behind a wrapped model, as a module: forward runs with quantization off."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with quantization_disabled(self.model):
+            return self.model(x)
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, batches: Iterable[torch.Tensor], device: str = "cpu", progress: bool = True) -> None:
+    """Initialise all quantizers of a wrapped model: weights directly, activations from ``batches``."""
+    model.eval().to(device)
+    init_weight_quantizers(model)
+    acts = activation_quantizers(model)
+    for q in acts:
+        q.start_observing()
+    n_batches = 0
+    for x in tqdm(batches, desc="calibrate", unit="batch", disable=not progress, leave=False):
+        model(x.to(device))
+        n_batches += 1
+    if n_batches == 0:
+        raise VitqError("the calibration set is empty")
+    for q in acts:
+        q.stop_observing()
+    log.info("calibrated %d weight and %d activation quantizers", sum(1 for _ in weight_quantizers(model)), len(acts))

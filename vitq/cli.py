@@ -1,0 +1,190 @@
+"""`vitq` command line: parses options, calls the Python API, prints tables.
+
+Every user mistake surfaces as ``Error: <one line>`` with exit status 1 (no traceback, no partial
+output files).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from calib.datasets import open_split
+from calib.loaders import images_only, load_batches
+from calib.transforms import eval_transform
+from vitq.api import load_quantized, quantize, save_quantized
+from vitq.assets import DEMO_MODEL, demo_checkpoint, demo_images
+from vitq.calibration import FloatView
+from vitq.errors import VitqError
+from vitq.evaluate import evaluate
+from vitq.models.families import FAMILIES
+from vitq.models.loading import create_float_model
+from vitq.models.wrap import float_layers_left
+from vitq.quant.config import CALIBRATION_METHODS, FIRST_LAST_POLICIES, SOFTMAX_QUANTIZERS, QuantConfig, parse_bits
+from vitq.results import write_results
+from vitq.workflow import ACCURACY_COLUMNS, format_table, quantize_and_evaluate
+
+log = logging.getLogger("vitq")
+
+
+class VitqGroup(click.Group):
+    """Turns VitqError into click's one-line ``Error:`` and exit status 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except VitqError as e:
+            raise click.ClickException(str(e)) from None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def check_device(device: str) -> str:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise VitqError(f"device {device!r} requested but no CUDA GPU is available")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise VitqError(f"device must be cpu or cuda[:N], got {device!r}")
+    return device
+
+
+def bits_list(spec: str) -> list[tuple[int, int]]:
+    return [parse_bits(s) for s in spec.split(",") if s.strip()]
+
+
+data_option = click.option("--data", type=click.Path(path_type=Path), default=None,
+                           help="Image folder (wnid-named or <class>/<img>) or CIFAR-10 tar. Default: bundled sample.")
+seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seeds torch, numpy and random.")
+device_option = click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
+batch_option = click.option("--batch-size", type=int, default=32, show_default=True)
+results_option = click.option("--results-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                              help="Also write result records (JSON, DESIGN.md schema) here.")
+
+
+@click.group(cls=VitqGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="-v for info, -vv for debug logging.")
+def main(verbose: int) -> None:
+    """vitq: post-training quantization of vision transformers, ONNX QDQ export and benchmarking."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command("quantize")
+@click.argument("model_name")
+@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Local float weights (.safetensors/.pth).")
+@click.option("--pretrained", is_flag=True, help="Download timm hub weights (needs internet; never used by tests).")
+@data_option
+@click.option("--bits", default="W8A8", show_default=True, help="WxAy with x, y in 2..8, e.g. W4A4.")
+@click.option("--method", default="mse", show_default=True, help=f"One of: {', '.join(CALIBRATION_METHODS)}.")
+@click.option("--calib-size", type=int, default=None, help="Use at most this many calibration images.")
+@click.option("--first-last", type=click.Choice(FIRST_LAST_POLICIES), default="8bit", show_default=True,
+              help="Precision of patch embedding and head.")
+@click.option("--softmax-quantizer", type=click.Choice(SOFTMAX_QUANTIZERS), default="uniform", show_default=True)
+@batch_option
+@seed_option
+@device_option
+def quantize_cmd(model_name: str, output: Path, checkpoint: Path | None, pretrained: bool, data: Path | None, bits: str,
+                 method: str, calib_size: int | None, first_last: str, softmax_quantizer: str, batch_size: int,
+                 seed: int, device: str) -> None:
+    """Quantize MODEL_NAME (a timm name) with calibration images and save a reloadable checkpoint to OUTPUT."""
+    seed_everything(seed)
+    w_bits, a_bits = parse_bits(bits)
+    config = QuantConfig(w_bits=w_bits, a_bits=a_bits, method=method, first_last=first_last,
+                         softmax_quantizer=softmax_quantizer)
+    device = check_device(device)
+    model = create_float_model(model_name, checkpoint=checkpoint, pretrained=pretrained)
+    dataset = open_split(data or demo_images(), "calibration", eval_transform(model), limit=calib_size)
+    calib = load_batches(dataset, batch_size, desc="load calibration images")
+    qmodel = quantize(model, model_name, images_only(calib), config, device=device, inplace=True)
+    meta = {"calibration_images": len(dataset), "data": str(data or demo_images()), "seed": seed,
+            "float_layers": float_layers_left(qmodel)}
+    save_quantized(output, qmodel, model_name, config, meta)
+    click.echo(f"saved {model_name} {config.bits} ({method}, {len(dataset)} calibration images) to {output}")
+
+
+@main.command("eval")
+@click.argument("qcheckpoint", type=click.Path(path_type=Path))
+@data_option
+@click.option("--limit", type=int, default=None, help="Evaluate an evenly spaced subset of this many images.")
+@batch_option
+@device_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result record as JSON instead of a table.")
+@results_option
+def eval_cmd(qcheckpoint: Path, data: Path | None, limit: int | None, batch_size: int, device: str, as_json: bool,
+             results_file: Path | None) -> None:
+    """Evaluate a quantized checkpoint against its own fp32 weights on the evaluation split."""
+    device = check_device(device)
+    qmodel, header = load_quantized(qcheckpoint)
+    config: QuantConfig = header["config"]
+    data_path = data or demo_images()
+    dataset = open_split(data_path, "evaluation", eval_transform(qmodel), limit=limit)
+    batches = load_batches(dataset, batch_size, desc="load evaluation images")
+    results = evaluate({"fp32": FloatView(qmodel), "quant": qmodel}, batches, device=device)
+    q, f = results["quant"], results["fp32"]
+    record = {
+        "model": header["model_name"], "dataset": str(data_path), "n_images": q.n_images, "method": config.method,
+        "bits": config.bits, "top1": round(q.top1, 3), "top5": round(q.top5, 3), "fp32_top1": round(f.top1, 3),
+        "fp32_top5": round(f.top5, 3), "drop": round(f.top1 - q.top1, 3), "agreement": round(q.agreement, 3),
+        "kl": round(q.kl, 5), "device": device, "seconds": header["meta"].get("seconds", 0.0),
+        "float_layers": float_layers_left(qmodel), "config": config.to_dict(),
+    }
+    if results_file:
+        write_results(results_file, [record])
+    if as_json:
+        click.echo(json.dumps(record, indent=2))
+    else:
+        click.echo(format_table([record], ACCURACY_COLUMNS))
+        click.echo(f"left in float: {', '.join(record['float_layers']) or 'nothing'}")
+
+
+@main.command("demo")
+@click.option("--bits", "bits_spec", default="W8A8,W6A6,W4A4", show_default=True, help="Comma-separated WxAy list.")
+@click.option("--method", default="mse", show_default=True, help=f"One of: {', '.join(CALIBRATION_METHODS)}.")
+@click.option("--limit", type=int, default=None, help="Evaluate on this many of the bundled evaluation images.")
+@batch_option
+@results_option
+def demo_cmd(bits_spec: str, method: str, limit: int | None, batch_size: int, results_file: Path | None) -> None:
+    """Quantize the bundled DeiT-Tiny with the bundled images and print accuracy against fp32."""
+    seed_everything(0)
+    configs = [QuantConfig(w_bits=w, a_bits=a, method=method) for w, a in bits_list(bits_spec)]
+    model = create_float_model(DEMO_MODEL, checkpoint=demo_checkpoint())
+    transform = eval_transform(model)
+    calib = load_batches(open_split(demo_images(), "calibration", transform), batch_size, desc="load calibration images")
+    evaluation = load_batches(open_split(demo_images(), "evaluation", transform, limit=limit), batch_size,
+                              desc="load evaluation images")
+    click.echo(f"{DEMO_MODEL}: {sum(len(y) for _, y in calib)} calibration / "
+               f"{sum(len(y) for _, y in evaluation)} evaluation images (bundled, disjoint classes)")
+    records = []
+    for config in configs:
+        _, run = quantize_and_evaluate(model, DEMO_MODEL, config, calib, evaluation, dataset="bundled imagenet-sample")
+        records.append(run.record())
+        click.echo(f"  {config.bits} {method}: top-1 {run.quantized.top1:.2f} (fp32 {run.fp32.top1:.2f}), "
+                   f"agreement {run.quantized.agreement:.1f} %")
+    click.echo("")
+    click.echo(format_table(records, ACCURACY_COLUMNS))
+    click.echo(f"left in float: {', '.join(records[0]['float_layers']) or 'nothing'} "
+               "(LayerNorm, softmax and GELU compute in float by design)")
+    if results_file:
+        write_results(results_file, records)
+
+
+@main.command("list")
+def list_cmd() -> None:
+    """List supported model families, methods and options."""
+    for name in FAMILIES.names():
+        click.echo(f"family {name}: {', '.join(FAMILIES.get(name).patterns)}")
+    click.echo(f"methods: {', '.join(CALIBRATION_METHODS)}")
+    click.echo(f"first/last policies: {', '.join(FIRST_LAST_POLICIES)}; softmax quantizers: {', '.join(SOFTMAX_QUANTIZERS)}")
+
+
+if __name__ == "__main__":
+    main()

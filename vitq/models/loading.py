@@ -1,0 +1,92 @@
+"""Build float timm models and load local checkpoints, with one-line errors for bad input.
+
+Hub downloads happen only with ``pretrained=True`` (CLI ``--pretrained``); tests and the demo use
+local files (``--checkpoint``) so nothing is fetched at run time.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from vitq.errors import VitqError
+from vitq.models.families import family_for
+
+log = logging.getLogger(__name__)
+
+STATE_DICT_KEYS = ("state_dict", "model", "model_state", "model_ema", "module")
+
+
+def check_model_name(model_name: str) -> None:
+    """Fail clearly for names timm does not know or vitq cannot wrap."""
+    if model_name not in timm.list_models():
+        close = timm.list_models(f"*{model_name.split('_')[0]}*")[:8]
+        hint = f"; similar: {', '.join(close)}" if close else ""
+        raise VitqError(f"unknown model {model_name!r} (not a timm model name){hint}")
+    family_for(model_name)
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors / .pth / .pt / .bin checkpoint; unwrap the usual nesting and 'module.' prefixes."""
+    path = Path(path)
+    if not path.is_file():
+        raise VitqError(f"checkpoint not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj = load_file(str(path))
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any parser failure means an unreadable file
+        raise VitqError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+    for key in STATE_DICT_KEYS:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise VitqError(f"checkpoint {path} does not contain a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_matching(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str, model_name: str) -> None:
+    """load_state_dict(strict) that explains a mismatch in one line instead of a page."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [k for k in own if k in state_dict and own[k].shape != state_dict[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+        if shapes:
+            k = shapes[0]
+            parts.append(f"{len(shapes)} shape mismatches (e.g. {k}: {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)})")
+        raise VitqError(f"checkpoint {source} does not fit {model_name}: {'; '.join(parts)}")
+    model.load_state_dict(state_dict, strict=True)
+
+
+def create_float_model(
+    model_name: str,
+    checkpoint: str | Path | None = None,
+    pretrained: bool = False,
+    num_classes: int | None = None,
+) -> nn.Module:
+    """A float timm model in eval mode: random init, a local checkpoint, or (explicitly) hub weights."""
+    check_model_name(model_name)
+    if checkpoint is not None and pretrained:
+        raise VitqError("use either --checkpoint or --pretrained, not both")
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    try:
+        model = timm.create_model(model_name, pretrained=pretrained, **kwargs)
+    except Exception as e:  # noqa: BLE001 - hub/network failures surface as one line
+        raise VitqError(f"cannot create {model_name} (pretrained={pretrained}): {str(e).splitlines()[0][:200]}") from None
+    if checkpoint is not None:
+        load_matching(model, read_state_dict(checkpoint), str(checkpoint), model_name)
+        log.info("loaded %s from %s", model_name, checkpoint)
+    return model.eval()

@@ -1,0 +1,98 @@
+"""Wrap a float timm model into a fake-quant model (in place, brevitas-style layer map).
+
+What gets quantized (DESIGN.md): the input and weight of every Linear and Conv2d (qkv, proj, fc1,
+fc2, head, patch embedding), both operands of q @ k^T and of probs @ v. LayerNorm, softmax and GELU
+stay float, as in the papers and in onnxruntime.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from torch import nn
+
+from vitq.models.attention import ATTENTION_MAP
+from vitq.models.families import Family, family_for
+from vitq.quant.config import QuantConfig
+from vitq.quant.modules import QuantConv2d, QuantLinear, QuantMatMul
+from vitq.quant.quantizer import LogQuantizer, Quantizer, UniformQuantizer
+
+
+class QuantizerFactory:
+    """Builds each quantizer from the config, the first/last policy and per-name overrides."""
+
+    def __init__(self, config: QuantConfig, family: Family) -> None:
+        self.config = config
+        self.edge_layers = set(family.first) | set(family.last)
+        self.w_observer, self.a_observer = config.observers
+
+    def _resolve(self, name: str, layer: str, bits: int, observer: str) -> tuple[int, str, bool]:
+        enabled = True
+        if layer in self.edge_layers and self.config.first_last != "same":
+            enabled = self.config.first_last != "float"
+            bits = 8
+        opts = self.config.override_for(name)
+        return opts.get("bits", bits), opts.get("observer", observer), opts.get("enable", enabled)
+
+    def _finish(self, q: Quantizer, enabled: bool) -> Quantizer:
+        q.enabled = enabled
+        return q
+
+    def _obs_kwargs(self, observer: str) -> dict:
+        return {"percentile": self.config.percentile} if observer == "percentile" else {}
+
+    def weight(self, name: str, layer: str, channels: int) -> Quantizer:
+        bits, obs, enabled = self._resolve(name, layer, self.config.w_bits, self.w_observer)
+        q = UniformQuantizer(bits, symmetric=True, channels=channels, ch_axis=0, observer=obs, observer_kwargs=self._obs_kwargs(obs))
+        return self._finish(q, enabled)
+
+    def activation(self, name: str, layer: str) -> Quantizer:
+        bits, obs, enabled = self._resolve(name, layer, self.config.a_bits, self.a_observer)
+        return self._finish(UniformQuantizer(bits, symmetric=False, observer=obs, observer_kwargs=self._obs_kwargs(obs)), enabled)
+
+    def probabilities(self, name: str, layer: str) -> Quantizer:
+        if self.config.softmax_quantizer == "uniform":
+            return self.activation(name, layer)
+        bits, _, enabled = self._resolve(name, layer, self.config.a_bits, "minmax")
+        return self._finish(LogQuantizer(bits, base=self.config.softmax_quantizer), enabled)
+
+
+def _set_child(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+def wrap_model(model: nn.Module, model_name: str, config: QuantConfig) -> nn.Module:
+    """Swap attention, Linear and Conv2d modules for quantized ones; returns the same model object."""
+    factory = QuantizerFactory(config, family_for(model_name))
+    for name, module in list(model.named_modules()):
+        quant_cls = ATTENTION_MAP.get(type(module))
+        if quant_cls is not None:
+            qk = QuantMatMul(factory.activation(f"{name}.qk_matmul.a_quant", name),
+                             factory.activation(f"{name}.qk_matmul.b_quant", name))
+            av = QuantMatMul(factory.probabilities(f"{name}.av_matmul.a_quant", name),
+                             factory.activation(f"{name}.av_matmul.b_quant", name))
+            _set_child(model, name, quant_cls(module, qk, av))
+    for name, module in list(model.named_modules()):
+        if type(module) is nn.Linear:
+            new: nn.Module = QuantLinear(module, factory.activation(f"{name}.input_quant", name),
+                                         factory.weight(f"{name}.weight_quant", name, module.out_features))
+        elif type(module) is nn.Conv2d:
+            new = QuantConv2d(module, factory.activation(f"{name}.input_quant", name),
+                              factory.weight(f"{name}.weight_quant", name, module.out_channels))
+        else:
+            continue
+        _set_child(model, name, new)
+    return model
+
+
+def iter_quantizers(model: nn.Module) -> Iterator[tuple[str, Quantizer]]:
+    for name, module in model.named_modules():
+        if isinstance(module, Quantizer):
+            yield name, module
+
+
+def float_layers_left(model: nn.Module) -> list[str]:
+    """Names of layers that compute in float: unwrapped Linear/Conv or quantizers switched off."""
+    left = [n for n, m in model.named_modules() if type(m) in (nn.Linear, nn.Conv2d)]
+    left += [n for n, q in iter_quantizers(model) if not q.enabled]
+    return left

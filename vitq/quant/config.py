@@ -1,0 +1,114 @@
+"""Quantization config as data: frozen dataclass, named presets, wildcard per-module overrides.
+
+A config is recorded verbatim (``to_dict``) in every quantized checkpoint and result record.
+"""
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from vitq.errors import VitqError
+from vitq.quant.quantizer import check_bits
+
+FIRST_LAST_POLICIES = ("same", "8bit", "float")
+SOFTMAX_QUANTIZERS = ("uniform", "log2", "log_sqrt2")
+CALIBRATION_METHODS = {
+    # method -> (weight observer, activation observer)
+    "minmax": ("minmax", "minmax"),
+    "percentile": ("minmax", "percentile"),
+    "mse": ("mse", "mse"),
+}
+OVERRIDE_KEYS = {"enable", "bits", "observer"}
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How to quantize a model.
+
+    Attributes:
+        w_bits / a_bits: weight / activation bit-width (2..8).
+        method: calibration method (minmax, percentile, mse) or a reconstruction method registered
+            in ``vitq.recon``; reconstruction methods start from ``init_method`` observers.
+        first_last: precision of the patch embedding (first) and the classifier head (last):
+            ``same`` as the rest, ``8bit``, or ``float`` (left unquantized).
+        softmax_quantizer: quantizer for the attention probabilities (the left operand of attn @ v).
+        percentile: clipping percentile for the ``percentile`` method.
+        overrides: ``{"<fnmatch pattern on quantizer name>": {"enable": bool, "bits": int, "observer": str}}``,
+            e.g. ``{"blocks.11.*": {"bits": 8}}``; later patterns win.
+    """
+
+    w_bits: int = 8
+    a_bits: int = 8
+    method: str = "mse"
+    init_method: str = "mse"
+    first_last: str = "8bit"
+    softmax_quantizer: str = "uniform"
+    percentile: float = 99.99
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_bits(self.w_bits, "weight bit-width")
+        check_bits(self.a_bits, "activation bit-width")
+        if self.first_last not in FIRST_LAST_POLICIES:
+            raise VitqError(f"first_last must be one of {FIRST_LAST_POLICIES}, got {self.first_last!r}")
+        if self.softmax_quantizer not in SOFTMAX_QUANTIZERS:
+            raise VitqError(f"softmax_quantizer must be one of {SOFTMAX_QUANTIZERS}, got {self.softmax_quantizer!r}")
+        if self.init_method not in CALIBRATION_METHODS:
+            raise VitqError(f"init_method must be one of {sorted(CALIBRATION_METHODS)}, got {self.init_method!r}")
+        if not 50.0 < self.percentile <= 100.0:
+            raise VitqError(f"percentile must be in (50, 100], got {self.percentile}")
+        for pattern, opts in self.overrides.items():
+            unknown = set(opts) - OVERRIDE_KEYS
+            if unknown:
+                raise VitqError(f"override {pattern!r} has unknown keys {sorted(unknown)}; allowed: {sorted(OVERRIDE_KEYS)}")
+            if "bits" in opts:
+                check_bits(opts["bits"], f"override {pattern!r} bits")
+
+    @property
+    def bits(self) -> str:
+        return f"W{self.w_bits}A{self.a_bits}"
+
+    @property
+    def observers(self) -> tuple[str, str]:
+        """(weight observer, activation observer) used to initialise scales."""
+        return CALIBRATION_METHODS.get(self.method, CALIBRATION_METHODS[self.init_method])
+
+    def override_for(self, quantizer_name: str) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for pattern, opts in self.overrides.items():
+            if fnmatch.fnmatchcase(quantizer_name, pattern):
+                merged.update(opts)
+        return merged
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QuantConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise VitqError(f"unknown config keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)
+
+    def with_(self, **changes: Any) -> QuantConfig:
+        return replace(self, **changes)
+
+
+def parse_bits(spec: str) -> tuple[int, int]:
+    """'W4A4' -> (4, 4). Raises VitqError for malformed specs or bits outside 2..8."""
+    m = re.fullmatch(r"[Ww](\d+)[Aa](\d+)", spec.strip())
+    if not m:
+        raise VitqError(f"bits must look like W4A4 or W8A8, got {spec!r}")
+    w, a = int(m.group(1)), int(m.group(2))
+    return check_bits(w, "weight bit-width"), check_bits(a, "activation bit-width")
+
+
+PRESETS: dict[str, QuantConfig] = {
+    "W8A8": QuantConfig(w_bits=8, a_bits=8),
+    "W6A6": QuantConfig(w_bits=6, a_bits=6),
+    "W4A4": QuantConfig(w_bits=4, a_bits=4),
+    "W3A3": QuantConfig(w_bits=3, a_bits=3),
+}

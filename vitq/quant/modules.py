@@ -1,0 +1,64 @@
+"""Quantized drop-in layers: each keeps the float layer's parameters under the same names (so float
+checkpoints load into a wrapped model) and adds named quantizers for its inputs and weight."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vitq.quant.quantizer import Quantizer
+
+
+class QuantLinear(nn.Module):
+    """``F.linear(input_quant(x), weight_quant(W), b)``; the bias stays float (int32 in export)."""
+
+    def __init__(self, linear: nn.Linear, input_quant: Quantizer, weight_quant: Quantizer) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = linear.weight
+        self.bias = linear.bias
+        self.input_quant = input_quant
+        self.weight_quant = weight_quant
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.input_quant(x), self.weight_quant(self.weight), self.bias)
+
+
+class QuantConv2d(nn.Module):
+    """Conv2d with quantized input and (per-output-channel) weight."""
+
+    def __init__(self, conv: nn.Conv2d, input_quant: Quantizer, weight_quant: Quantizer) -> None:
+        super().__init__()
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"padding_mode {conv.padding_mode!r} is not supported")
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.kernel_size, self.stride, self.padding = conv.kernel_size, conv.stride, conv.padding
+        self.dilation, self.groups = conv.dilation, conv.groups
+        self.weight = conv.weight
+        self.bias = conv.bias
+        self.input_quant = input_quant
+        self.weight_quant = weight_quant
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(
+            self.input_quant(x), self.weight_quant(self.weight), self.bias,
+            self.stride, self.padding, self.dilation, self.groups,
+        )
+
+
+class QuantMatMul(nn.Module):
+    """``a @ b`` with both operands quantized (attention's q @ k^T and probs @ v)."""
+
+    def __init__(self, a_quant: Quantizer, b_quant: Quantizer) -> None:
+        super().__init__()
+        self.a_quant = a_quant
+        self.b_quant = b_quant
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.a_quant(a) @ self.b_quant(b)

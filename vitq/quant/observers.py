@@ -1,0 +1,146 @@
+"""Observers: turn the values a quantizer sees during calibration into a scale and zero-point.
+
+All observers view their input as rows: one row per channel for per-channel quantizers, a single
+row for per-tensor ones. They never keep whole activations: min/max are exact, and the
+search-based observers (percentile, MSE) keep a bounded random sample of each row.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from vitq.registry import Registry
+
+OBSERVERS: Registry[type[Observer]] = Registry("observer")
+
+MAX_SAMPLES_PER_ROW = 1 << 20  # bounded memory for per-tensor activations
+MAX_SAMPLES_PER_BATCH = 1 << 16
+
+
+@dataclass(frozen=True)
+class IntRange:
+    """The integer grid a quantizer maps onto."""
+
+    qmin: int
+    qmax: int
+    symmetric: bool
+
+    @classmethod
+    def for_bits(cls, bits: int, symmetric: bool) -> IntRange:
+        if symmetric:
+            return cls(-(1 << (bits - 1)), (1 << (bits - 1)) - 1, True)
+        return cls(0, (1 << bits) - 1, False)
+
+
+def scale_zero_point(lo: torch.Tensor, hi: torch.Tensor, grid: IntRange) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and integer zero-point that map [lo, hi] (always widened to include 0) onto the grid."""
+    lo = torch.minimum(lo, torch.zeros_like(lo))
+    hi = torch.maximum(hi, torch.zeros_like(hi))
+    eps = torch.finfo(torch.float32).eps
+    if grid.symmetric:
+        absmax = torch.maximum(-lo, hi)
+        # the negative side has one more level; use the positive side so nothing above absmax clips
+        scale = (absmax / grid.qmax).clamp_min(eps)
+        zero_point = torch.zeros_like(scale)
+    else:
+        scale = ((hi - lo) / (grid.qmax - grid.qmin)).clamp_min(eps)
+        zero_point = (grid.qmin - lo / scale).round().clamp(grid.qmin, grid.qmax)
+    return scale, zero_point
+
+
+def quantize_rows(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, grid: IntRange) -> torch.Tensor:
+    """Plain (non-differentiable) fake quantization of rows x[C, N] with per-row scale [C, 1]."""
+    q = torch.clamp(torch.round(x / scale) + zero_point, grid.qmin, grid.qmax)
+    return (q - zero_point) * scale
+
+
+class Observer:
+    """Collects statistics of a tensor viewed as rows and computes (scale, zero_point) per row."""
+
+    keeps_samples = False
+
+    def __init__(self, **_: float) -> None:
+        self.lo: torch.Tensor | None = None
+        self.hi: torch.Tensor | None = None
+        self.samples: list[torch.Tensor] = []
+
+    def update(self, rows: torch.Tensor) -> None:
+        rows = rows.detach().float()
+        lo, hi = rows.amin(dim=1), rows.amax(dim=1)
+        self.lo = lo if self.lo is None else torch.minimum(self.lo, lo)
+        self.hi = hi if self.hi is None else torch.maximum(self.hi, hi)
+        if self.keeps_samples:
+            if rows.shape[1] > MAX_SAMPLES_PER_BATCH:
+                idx = torch.randint(rows.shape[1], (MAX_SAMPLES_PER_BATCH,), device=rows.device)
+                rows = rows[:, idx]
+            self.samples.append(rows.cpu())
+            if sum(s.shape[1] for s in self.samples) > 2 * MAX_SAMPLES_PER_ROW:
+                self.samples = [self._sample()]
+
+    def _sample(self) -> torch.Tensor:
+        rows = torch.cat(self.samples, dim=1)
+        if rows.shape[1] > MAX_SAMPLES_PER_ROW:
+            rows = rows[:, torch.randperm(rows.shape[1])[:MAX_SAMPLES_PER_ROW]]
+        return rows
+
+    @property
+    def seen(self) -> bool:
+        return self.lo is not None
+
+    def compute(self, grid: IntRange) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+@OBSERVERS.register("minmax")
+class MinMaxObserver(Observer):
+    """Exact running min/max: no clipping, so outliers set the step size."""
+
+    def compute(self, grid: IntRange) -> tuple[torch.Tensor, torch.Tensor]:
+        return scale_zero_point(self.lo, self.hi, grid)
+
+
+@OBSERVERS.register("percentile")
+class PercentileObserver(Observer):
+    """Clips to the given percentile (and 100 - percentile below) of the sampled values."""
+
+    keeps_samples = True
+
+    def __init__(self, percentile: float = 99.99, **kw: float) -> None:
+        super().__init__(**kw)
+        self.percentile = percentile
+
+    def compute(self, grid: IntRange) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self._sample()
+        q = torch.tensor([1.0 - self.percentile / 100.0, self.percentile / 100.0])
+        lo_hi = torch.quantile(rows, q.to(rows.dtype), dim=1)
+        return scale_zero_point(lo_hi[0].to(self.lo.device), lo_hi[1].to(self.lo.device), grid)
+
+
+@OBSERVERS.register("mse")
+class MSEObserver(Observer):
+    """Searches the clipping ratio per row that minimises the mean |x - Q(x)|^p of the sampled values."""
+
+    keeps_samples = True
+
+    def __init__(self, p: float = 2.0, n_candidates: int = 100, min_ratio: float = 0.05, **kw: float) -> None:
+        super().__init__(**kw)
+        self.p = p
+        self.ratios = torch.linspace(min_ratio, 1.0, int(n_candidates))
+
+    def compute(self, grid: IntRange) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self._sample().to(self.lo.device)
+        best_err = torch.full_like(self.lo, float("inf"))
+        best_scale, best_zp = scale_zero_point(self.lo, self.hi, grid)
+        for r in self.ratios.tolist():
+            scale, zp = scale_zero_point(self.lo * r, self.hi * r, grid)
+            err = (quantize_rows(rows, scale[:, None], zp[:, None], grid) - rows).abs().pow(self.p).mean(dim=1)
+            better = err < best_err
+            best_err = torch.where(better, err, best_err)
+            best_scale = torch.where(better, scale, best_scale)
+            best_zp = torch.where(better, zp, best_zp)
+        return best_scale, best_zp
+
+
+def make_observer(name: str, **kwargs: float) -> Observer:
+    return OBSERVERS.get(name)(**kwargs)
