@@ -173,6 +173,16 @@ class UniformQuantizer(Quantizer):
     def _quantize(self, x: torch.Tensor) -> torch.Tensor:
         return fake_quantize(x, self._view(self.scale, x), self._view(self.zero_point, x), self.grid.qmin, self.grid.qmax)
 
+    @torch.no_grad()
+    def to_int(self, x: torch.Tensor) -> torch.Tensor:
+        """The integer codes ``forward`` uses for ``x`` (exporters store weights this way).
+
+        Subclasses with learned rounding override this together with ``_quantize`` so that
+        ``(to_int(x) - zero_point) * scale == forward(x)`` always holds.
+        """
+        q = torch.round(x / self._view(self.scale, x)) + self._view(self.zero_point, x)
+        return q.clamp(self.grid.qmin, self.grid.qmax).to(torch.int32)
+
     def qparams(self) -> QParams:
         return QParams(
             scale=self.scale.detach().clone(),
