@@ -24,9 +24,11 @@ from torch import nn
 
 from vitq.calibration import calibrate
 from vitq.errors import VitqError
+from vitq.models.ln_reparam import fold_ln_scales, per_channel_ln_inputs
 from vitq.models.loading import create_float_model
 from vitq.models.wrap import wrap_model
-from vitq.quant.config import CALIBRATION_METHODS, QuantConfig
+from vitq.quant.config import QuantConfig, recon_config
+from vitq.recon import attach_learned_rounding, reconstruct
 
 CHECKPOINT_FORMAT = "vitq-quantized"
 CHECKPOINT_VERSION = 1
@@ -41,11 +43,17 @@ def quantize(
     progress: bool = True,
     inplace: bool = False,
 ) -> nn.Module:
-    """Wrap and calibrate a float model. Reconstruction methods are dispatched by ``vitq.recon``."""
-    if config.method not in CALIBRATION_METHODS:
-        raise VitqError(f"unknown method {config.method!r}; available: {', '.join(sorted(CALIBRATION_METHODS))}")
+    """Wrap and calibrate a float model; for a reconstruction method (``vitq.recon``), calibrate with
+    the ``init_method`` observers and then reconstruct on the same calibration images."""
     qmodel = wrap_model(model if inplace else copy.deepcopy(model), model_name, config)
+    calib_batches = list(calib_batches)
+    if config.ln_reparam:
+        per_channel_ln_inputs(qmodel)
     calibrate(qmodel, calib_batches, device=device, progress=progress)
+    if config.ln_reparam:
+        fold_ln_scales(qmodel)
+    if config.reconstructs:
+        reconstruct(qmodel, model_name, calib_batches, config.method, recon_config(config), device=device, progress=progress)
     return qmodel
 
 
@@ -91,6 +99,8 @@ def load_quantized(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     config = QuantConfig.from_dict(payload["config"])
     model = create_float_model(payload["model_name"], num_classes=payload["num_classes"] or None)
     qmodel = wrap_model(model, payload["model_name"], config)
+    if config.reconstructs:
+        attach_learned_rounding(qmodel)
     try:
         qmodel.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as e:

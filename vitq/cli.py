@@ -25,7 +25,8 @@ from vitq.evaluate import evaluate
 from vitq.models.families import FAMILIES
 from vitq.models.loading import create_float_model
 from vitq.models.wrap import float_layers_left
-from vitq.quant.config import CALIBRATION_METHODS, FIRST_LAST_POLICIES, SOFTMAX_QUANTIZERS, QuantConfig, parse_bits
+from vitq.quant.config import CALIBRATION_METHODS, FIRST_LAST_POLICIES, SOFTMAX_QUANTIZERS, QuantConfig, methods, parse_bits
+from vitq.recon import POS_VARIANTS, RECON_PRESETS
 from vitq.results import write_results
 from vitq.workflow import ACCURACY_COLUMNS, format_table, quantize_and_evaluate
 
@@ -84,7 +85,14 @@ def main(verbose: int) -> None:
 @click.option("--pretrained", is_flag=True, help="Download timm hub weights (needs internet; never used by tests).")
 @data_option
 @click.option("--bits", default="W8A8", show_default=True, help="WxAy with x, y in 2..8, e.g. W4A4.")
-@click.option("--method", default="mse", show_default=True, help=f"One of: {', '.join(CALIBRATION_METHODS)}.")
+@click.option("--method", default="mse", show_default=True,
+              help=f"Calibration ({', '.join(CALIBRATION_METHODS)}) or reconstruction (pfcr, brecq, adaround).")
+@click.option("--recon-preset", type=click.Choice(list(RECON_PRESETS)), default="fast", show_default=True,
+              help="Reconstruction preset: fast (CPU, minutes), full (paper-like, GPU), ci.")
+@click.option("--iters", type=int, default=None, help="Reconstruction iterations per unit and level (overrides the preset).")
+@click.option("--coarsest", type=int, default=None, help="PFCR coarsest level in blocks per unit (1, 2, 4, ...).")
+@click.option("--pos", type=click.Choice(list(POS_VARIANTS)), default=None, help="PFCR stage regime per level.")
+@click.option("--recon-units", default=None, help="Comma-separated unit names to reconstruct (default: all).")
 @click.option("--calib-size", type=int, default=None, help="Use at most this many calibration images.")
 @click.option("--first-last", type=click.Choice(FIRST_LAST_POLICIES), default="8bit", show_default=True,
               help="Precision of patch embedding and head.")
@@ -93,13 +101,17 @@ def main(verbose: int) -> None:
 @seed_option
 @device_option
 def quantize_cmd(model_name: str, output: Path, checkpoint: Path | None, pretrained: bool, data: Path | None, bits: str,
-                 method: str, calib_size: int | None, first_last: str, softmax_quantizer: str, batch_size: int,
-                 seed: int, device: str) -> None:
+                 method: str, recon_preset: str, iters: int | None, coarsest: int | None, pos: str | None,
+                 recon_units: str | None, calib_size: int | None, first_last: str, softmax_quantizer: str,
+                 batch_size: int, seed: int, device: str) -> None:
     """Quantize MODEL_NAME (a timm name) with calibration images and save a reloadable checkpoint to OUTPUT."""
     seed_everything(seed)
     w_bits, a_bits = parse_bits(bits)
+    options = {"iters": iters, "coarsest": coarsest, "pos": pos,
+               "units": recon_units.split(",") if recon_units else None}
+    recon = {"preset": recon_preset, "seed": seed, **{k: v for k, v in options.items() if v is not None}}
     config = QuantConfig(w_bits=w_bits, a_bits=a_bits, method=method, first_last=first_last,
-                         softmax_quantizer=softmax_quantizer)
+                         softmax_quantizer=softmax_quantizer, recon=recon if method not in CALIBRATION_METHODS else {})
     device = check_device(device)
     model = create_float_model(model_name, checkpoint=checkpoint, pretrained=pretrained)
     dataset = open_split(data or demo_images(), "calibration", eval_transform(model), limit=calib_size)
@@ -182,9 +194,15 @@ def list_cmd() -> None:
     """List supported model families, methods and options."""
     for name in FAMILIES.names():
         click.echo(f"family {name}: {', '.join(FAMILIES.get(name).patterns)}")
-    click.echo(f"methods: {', '.join(CALIBRATION_METHODS)}")
+    click.echo(f"methods: {', '.join(methods())}")
     click.echo(f"first/last policies: {', '.join(FIRST_LAST_POLICIES)}; softmax quantizers: {', '.join(SOFTMAX_QUANTIZERS)}")
 
 
 if __name__ == "__main__":
     main()
+
+from vitq.bench.cli import bench_cmd  # noqa: E402 - deployment commands live with their packages
+from vitq.export.cli import export_cmd  # noqa: E402
+
+main.add_command(export_cmd)
+main.add_command(bench_cmd)

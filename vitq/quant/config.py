@@ -35,8 +35,12 @@ class QuantConfig:
             ``same`` as the rest, ``8bit``, or ``float`` (left unquantized).
         softmax_quantizer: quantizer for the attention probabilities (the left operand of attn @ v).
         percentile: clipping percentile for the ``percentile`` method.
+        ln_reparam: calibrate post-LayerNorm Linear inputs per channel and fold the factors into
+            LayerNorm + Linear (see ``vitq.models.ln_reparam``); the exported graph stays per-tensor.
         overrides: ``{"<fnmatch pattern on quantizer name>": {"enable": bool, "bits": int, "observer": str}}``,
             e.g. ``{"blocks.11.*": {"bits": 8}}``; later patterns win.
+        recon: reconstruction settings for a reconstruction method: a preset name and overrides,
+            e.g. ``{"preset": "fast", "iters": 100}`` (``vitq.recon.ReconConfig.from_dict``).
     """
 
     w_bits: int = 8
@@ -46,7 +50,9 @@ class QuantConfig:
     first_last: str = "8bit"
     softmax_quantizer: str = "uniform"
     percentile: float = 99.99
+    ln_reparam: bool = True
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    recon: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_bits(self.w_bits, "weight bit-width")
@@ -55,6 +61,8 @@ class QuantConfig:
             raise VitqError(f"first_last must be one of {FIRST_LAST_POLICIES}, got {self.first_last!r}")
         if self.softmax_quantizer not in SOFTMAX_QUANTIZERS:
             raise VitqError(f"softmax_quantizer must be one of {SOFTMAX_QUANTIZERS}, got {self.softmax_quantizer!r}")
+        if self.method not in CALIBRATION_METHODS:
+            recon_config(self)
         if self.init_method not in CALIBRATION_METHODS:
             raise VitqError(f"init_method must be one of {sorted(CALIBRATION_METHODS)}, got {self.init_method!r}")
         if not 50.0 < self.percentile <= 100.0:
@@ -65,6 +73,10 @@ class QuantConfig:
                 raise VitqError(f"override {pattern!r} has unknown keys {sorted(unknown)}; allowed: {sorted(OVERRIDE_KEYS)}")
             if "bits" in opts:
                 check_bits(opts["bits"], f"override {pattern!r} bits")
+
+    @property
+    def reconstructs(self) -> bool:
+        return self.method not in CALIBRATION_METHODS
 
     @property
     def bits(self) -> str:
@@ -95,6 +107,26 @@ class QuantConfig:
 
     def with_(self, **changes: Any) -> QuantConfig:
         return replace(self, **changes)
+
+
+def recon_methods() -> list[str]:
+    """Reconstruction methods registered in ``vitq.recon`` (imported late: vitq.recon builds on this module)."""
+    from vitq.recon import METHODS
+
+    return METHODS.names()
+
+
+def methods() -> list[str]:
+    return [*CALIBRATION_METHODS, *recon_methods()]
+
+
+def recon_config(config: QuantConfig):
+    """The validated ``vitq.recon.ReconConfig`` of a config whose method reconstructs."""
+    from vitq.recon import ReconConfig
+
+    if config.method not in recon_methods():
+        raise VitqError(f"unknown method {config.method!r}; available: {', '.join(methods())}")
+    return ReconConfig.from_dict(config.recon)
 
 
 def parse_bits(spec: str) -> tuple[int, int]:

@@ -1,0 +1,26 @@
+"""A reconstructed checkpoint reloads bit-exactly without re-running, float weights untouched."""
+from __future__ import annotations
+
+import torch
+
+from vitq.api import load_quantized, quantize, save_quantized
+from vitq.models.loading import create_float_model
+from vitq.quant.config import QuantConfig
+
+NAME = "deit_tiny_patch16_224"
+
+
+def test_save_load_round_trip(tmp_path):
+    model = create_float_model(NAME)
+    images = [torch.randn(4, 3, 224, 224)]
+    config = QuantConfig(w_bits=4, a_bits=4, method="pfcr", init_method="minmax",
+                         recon={"preset": "ci", "samples": 4, "iters": 3, "units": ["blocks.0.mlp", "blocks.1"]})
+    qmodel = quantize(model, NAME, images, config, progress=False)
+    for name, p in model.state_dict().items():
+        torch.testing.assert_close(qmodel.state_dict()[name], p, msg=name)
+    path = save_quantized(tmp_path / "q.pt", qmodel, NAME, config)
+    loaded, header = load_quantized(path)
+    assert header["config"] == config
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), qmodel.eval()(x))

@@ -1,0 +1,60 @@
+"""The engine on a tiny random DeiT: lower unit error, hard 0/1 rounding, determinism, errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vitq.errors import VitqError
+from vitq.quant.config import QuantConfig
+from vitq.recon import LearnedRoundingQuantizer, ReconConfig, reconstruct
+from vitq.recon.schedules import METHODS
+
+from .conftest import tiny_wrapped
+
+NAME = "deit_tiny_patch16_224"
+CFG = ReconConfig(samples=16, iters=20, batch_size=8, lr_rounding=5e-2)
+
+
+def run(method: str, images: torch.Tensor, cfg: ReconConfig = CFG):
+    qmodel = tiny_wrapped(QuantConfig(w_bits=3, a_bits=4), images)
+    report = reconstruct(qmodel, NAME, [images], method, cfg, progress=False)
+    return qmodel, report
+
+
+@pytest.mark.parametrize("method", ["pfcr", "brecq", "adaround"])
+def test_reconstruction_lowers_unit_error(method, images):
+    qmodel, report = run(method, images)
+    levels = {"pfcr": ["fine", "1-block"], "brecq": ["1-block"], "adaround": ["layer"]}[method]
+    assert report.levels == levels
+    improved = [r["after"] < r["before"] for r in report.losses]
+    assert sum(improved) >= 0.8 * len(improved), report.losses
+    for m in qmodel.modules():
+        if isinstance(m, LearnedRoundingQuantizer):
+            assert m.soft_logits is None and set(m.rounding.unique().tolist()) <= {0, 1}
+
+
+def test_learned_rounding_is_consistent_with_integer_codes(images):
+    qmodel, _ = run("pfcr", images)
+    layer = qmodel.blocks[0].mlp.fc1
+    q = layer.weight_quant
+    codes = q.to_int(layer.weight)
+    assert codes.min() >= q.grid.qmin and codes.max() <= q.grid.qmax
+    torch.testing.assert_close((codes - q.zero_point[:, None]) * q.scale[:, None], q(layer.weight))
+    nearest = torch.round(layer.weight / q.scale[:, None]).clamp(q.grid.qmin, q.grid.qmax)
+    assert (codes != nearest).any(), "reconstruction should flip some rounding decisions"
+
+
+def test_deterministic_with_seed(images):
+    a, _ = run("pfcr", images)
+    b, _ = run("pfcr", images)
+    for (ka, va), (_, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(va, vb), ka
+
+
+def test_unknown_unit_is_rejected_with_the_list(images):
+    with pytest.raises(VitqError, match="unknown unit.*blocks.7.*blocks.0.attn"):
+        run("pfcr", images, ReconConfig(iters=1, units=("blocks.7",)))
+
+
+def test_methods_registered():
+    assert METHODS.names() == ["adaround", "brecq", "pfcr"]

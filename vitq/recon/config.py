@@ -1,0 +1,133 @@
+"""Reconstruction settings as data: frozen dataclasses, named presets, recorded in every result.
+
+A *stage* says what is optimized and how activations are treated for a share of a level's
+iterations; a *POS* (progressive optimization strategy) is the tuple of stages run at every level.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from vitq.errors import VitqError
+
+ACTIVATION_MODES = ("learn", "fixed", "off")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a level.
+
+    Attributes:
+        fraction: share of the level's iterations.
+        weights: learn the weight rounding in this stage.
+        activations: ``learn`` the activation step sizes (LSQ), keep them ``fixed``, or switch
+            activation quantization ``off`` inside the unit (the relaxed problem).
+        qdrop: probability of replacing each element of the quantized unit input by the float one.
+    """
+
+    fraction: float = 1.0
+    weights: bool = True
+    activations: str = "learn"
+    qdrop: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.activations not in ACTIVATION_MODES:
+            raise VitqError(f"stage activations must be one of {ACTIVATION_MODES}, got {self.activations!r}")
+        if not 0.0 < self.fraction <= 1.0 or not 0.0 <= self.qdrop < 1.0:
+            raise VitqError(f"stage fraction must be in (0, 1] and qdrop in [0, 1), got {self.fraction}, {self.qdrop}")
+
+
+POS_VARIANTS: dict[str, tuple[Stage, ...]] = {
+    # no POS: everything quantized and optimized jointly from the start
+    "joint": (Stage(1.0),),
+    # weights first with activation quantization off, then everything quantized, jointly
+    "weights-first": (Stage(0.5, activations="off"), Stage(0.5)),
+    # relaxed inputs first (QDrop mixing), then the true quantized inputs
+    "qdrop-first": (Stage(0.5, qdrop=0.5), Stage(0.5)),
+    # activation step sizes first with rounding fixed at nearest, then jointly
+    "act-first": (Stage(0.5, weights=False), Stage(0.5)),
+}
+DEFAULT_POS = "qdrop-first"
+
+
+@dataclass(frozen=True)
+class ReconConfig:
+    """How long and how hard to reconstruct.
+
+    Attributes:
+        preset: the preset these values started from (for the record).
+        samples: calibration samples; more than the calibration images are made by augmentation.
+        augment: random resized crops and flips of the calibration images (needed when
+            ``samples`` exceeds the number of images).
+        iters: optimizer iterations per unit and level (baselines get ``iters * levels`` so all
+            methods spend the same compute).
+        batch_size: samples per iteration.
+        coarsest: PFCR's coarsest level in blocks per unit (1, 2, 4, ...).
+        pos: name of the stage regime in ``POS_VARIANTS``.
+        lr_rounding: Adam learning rate of the rounding logits V.
+        lr_act: Adam learning rate of activation step sizes, relative to each initial step size.
+        round_weight: weight of the rounding regularizer against the relative reconstruction MSE.
+        beta: (start, end) exponent of the rounding regularizer, annealed after ``warmup``.
+        warmup: fraction of each level's iterations without the regularizer.
+        units: restrict reconstruction to these unit names (``None`` = all); others only propagate.
+        seed: seeds augmentation, batch sampling and QDrop masks.
+    """
+
+    preset: str = "fast"
+    samples: int = 64
+    augment: bool = False
+    iters: int = 20
+    batch_size: int = 8
+    coarsest: int = 1
+    pos: str = DEFAULT_POS
+    lr_rounding: float = 3e-2
+    lr_act: float = 2e-3
+    round_weight: float = 1e-2
+    beta: tuple[float, float] = (20.0, 2.0)
+    warmup: float = 0.2
+    units: tuple[str, ...] | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.pos not in POS_VARIANTS:
+            raise VitqError(f"unknown POS variant {self.pos!r}; choose one of: {', '.join(POS_VARIANTS)}")
+        if self.coarsest < 1 or self.coarsest & (self.coarsest - 1):
+            raise VitqError(f"coarsest level must be a power of two >= 1 blocks, got {self.coarsest}")
+        if min(self.samples, self.iters, self.batch_size) < 1:
+            raise VitqError("samples, iters and batch_size must be positive")
+        if not 0.0 <= self.warmup < 1.0:
+            raise VitqError(f"warmup must be in [0, 1), got {self.warmup}")
+
+    @property
+    def stages(self) -> tuple[Stage, ...]:
+        return POS_VARIANTS[self.pos]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReconConfig:
+        """A preset (``data["preset"]``, default ``fast``) with the other keys overriding it."""
+        data = dict(data)
+        name = data.pop("preset", "fast")
+        if name not in RECON_PRESETS:
+            raise VitqError(f"unknown reconstruction preset {name!r}; choose one of: {', '.join(RECON_PRESETS)}")
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise VitqError(f"unknown reconstruction options {sorted(unknown)}; known: {sorted(known - {'preset'})}")
+        for key in ("beta", "units"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
+        return replace(RECON_PRESETS[name], **data)
+
+
+RECON_PRESETS: dict[str, ReconConfig] = {
+    # CPU, minutes: 64 calibration images, 20 steps per unit and level, levels fine -> block
+    "fast": ReconConfig(),
+    # paper-like (GPU): 1024 augmented samples, thousands of steps, levels fine -> 4 blocks
+    "full": ReconConfig(preset="full", samples=1024, augment=True, iters=2000, batch_size=32, coarsest=4,
+                        lr_rounding=1e-2, lr_act=5e-4),
+    # CI accuracy regression: the fast recipe on fewer samples and steps
+    "ci": ReconConfig(preset="ci", samples=32, iters=12),
+}

@@ -1,0 +1,235 @@
+"""The reconstruction engine: one loop for every schedule (PFCR, BRECQ, AdaRound).
+
+For each level of the schedule, walk the units in order. For a unit: its float input X_fp and the
+quantized-prefix input X_q are the current caches; compute the float target Y_fp = U(X_fp), then
+minimize ||U_q(X_q) - Y_fp||^2 / ||Y_fp||^2 (+ rounding regularizer) over the unit's soft weight
+rounding and activation step sizes, stage by stage; then advance the caches through the unit
+(float -> Y_fp, quantized -> U_q(X_q) with hard rounding). Layer-wise units live inside a block
+"carrier": their caches are captured with hooks while the carrier runs.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from vitq.calibration import quantization_disabled
+from vitq.errors import VitqError
+from vitq.quant.modules import QuantConv2d, QuantLinear
+from vitq.quant.quantizer import UniformQuantizer
+from vitq.recon.cache import capture_input, capture_io, make_samples, run_batched
+from vitq.recon.config import ReconConfig, Stage
+from vitq.recon.partition import Partition, Unit, partition_for
+from vitq.recon.rounding import LearnedRoundingQuantizer, attach_learned_rounding
+from vitq.recon.schedules import LAYER, METHODS, Schedule, level_name
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReconReport:
+    """What a reconstruction did: per level and unit, the relative MSE before and after."""
+
+    method: str
+    config: ReconConfig
+    levels: list[str] = field(default_factory=list)
+    losses: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "config": self.config.to_dict(), "levels": self.levels,
+                "losses": self.losses, "seconds": round(self.seconds, 1)}
+
+
+@dataclass
+class _Target:
+    """One optimization problem: ``forward`` over ``modules`` maps x_q -> y, starting at x_fp."""
+
+    name: str
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    modules: list[nn.Module]
+
+
+def _layers(modules: Iterable[nn.Module]) -> list[nn.Module]:
+    seen, out = set(), []
+    for m in modules:
+        for sub in m.modules():
+            if isinstance(sub, (QuantLinear, QuantConv2d)) and id(sub) not in seen:
+                seen.add(id(sub))
+                out.append(sub)
+    return out
+
+
+def _activation_quantizers(modules: Iterable[nn.Module]) -> list[UniformQuantizer]:
+    seen, out = set(), []
+    for m in modules:
+        for q in m.modules():
+            if (type(q) is UniformQuantizer and q.enabled and bool(q.initialized)) and id(q) not in seen:
+                seen.add(id(q))
+                out.append(q)
+    return out
+
+
+class Reconstructor:
+    """Runs one schedule over a wrapped, calibrated model."""
+
+    def __init__(self, model: nn.Module, partition: Partition, schedule: Schedule, cfg: ReconConfig,
+                 device: str, progress: bool) -> None:
+        self.model, self.partition, self.schedule, self.cfg = model, partition, schedule, cfg
+        self.device, self.progress = device, progress
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.iters = schedule.iters(cfg, partition.num_blocks)
+
+    def unit_names(self, granularity: int) -> list[str]:
+        if granularity == LAYER:
+            names = {id(m): n for n, m in self.model.named_modules()}
+            return [names[id(layer)] for unit in self.partition.units(1) for layer in _layers(unit.modules())]
+        return [u.name for u in self.partition.units(granularity)]
+
+    def check_units(self, levels: list[int]) -> None:
+        if self.cfg.units is None:
+            return
+        known = [n for g in levels for n in self.unit_names(g)]
+        missing = [n for n in self.cfg.units if n not in known]
+        if missing:
+            raise VitqError(f"schedule names unknown unit(s) {missing}; units of this model and schedule: {', '.join(known)}")
+
+    def selected(self, name: str) -> bool:
+        return self.cfg.units is None or name in self.cfg.units
+
+    # -- one optimization problem -------------------------------------------------------------
+    def optimize(self, target: _Target, x_fp: torch.Tensor, x_q: torch.Tensor, y: torch.Tensor, bar: tqdm) -> dict:
+        layers = _layers(target.modules)
+        rounders = [(layer.weight, layer.weight_quant) for layer in layers
+                    if isinstance(layer.weight_quant, LearnedRoundingQuantizer) and layer.weight_quant.enabled]
+        acts = _activation_quantizers(target.modules)
+        y_norm = float(y.pow(2).mean().clamp_min(1e-12))
+        before = self.evaluate(target, x_q, y) / y_norm
+        beta_start, beta_end = self.cfg.beta
+        warm = int(self.cfg.warmup * self.iters)
+        step = 0
+        for stage in self.schedule.stages(self.cfg):
+            n_iters = max(1, round(stage.fraction * self.iters))
+            opt = self._stage_optimizer(stage, rounders, acts)
+            for _ in range(n_iters):
+                idx = torch.randint(len(x_q), (self.cfg.batch_size,), generator=self.gen)
+                xb = self._mix(x_q[idx], x_fp[idx], stage.qdrop).to(self.device)
+                rec = (target.forward(xb) - y[idx].to(self.device)).pow(2).mean() / y_norm
+                loss = rec
+                if stage.weights and step >= warm:
+                    beta = beta_end + (beta_start - beta_end) * max(0.0, 1.0 - (step - warm) / max(1, self.iters - warm))
+                    loss = rec + self.cfg.round_weight * sum(q.rounding_regularizer(beta) for _, q in rounders)
+                if opt is not None:
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    for q in acts:
+                        q.scale.data.clamp_(min=1e-8)
+                step += 1
+                bar.update(1)
+                if step % 10 == 0:
+                    bar.set_postfix(rec=f"{rec.item():.4f}")
+            for q in acts:
+                q.enabled = True
+        for _, q in rounders:
+            q.freeze()
+        for q in acts:
+            q.scale.requires_grad_(False)
+        after = self.evaluate(target, x_q, y) / y_norm
+        log.info("%s: relative mse %.5f -> %.5f", target.name, before, after)
+        return {"unit": target.name, "before": round(before, 6), "after": round(after, 6)}
+
+    def _stage_optimizer(self, stage: Stage, rounders: list, acts: list[UniformQuantizer]) -> torch.optim.Adam | None:
+        groups = []
+        for weight, q in rounders:
+            if stage.weights:
+                q.start_soft(weight)
+                groups.append({"params": [q.soft_logits], "lr": self.cfg.lr_rounding})
+            else:
+                q.freeze()
+        for q in acts:
+            q.enabled = stage.activations != "off"
+            learn = stage.activations == "learn"
+            q.scale.requires_grad_(learn)
+            if learn:
+                groups.append({"params": [q.scale], "lr": self.cfg.lr_act * float(q.scale.detach().abs().mean())})
+        return torch.optim.Adam(groups) if groups else None
+
+    def _mix(self, x_q: torch.Tensor, x_fp: torch.Tensor, p: float) -> torch.Tensor:
+        if p <= 0.0:
+            return x_q
+        return torch.where(torch.rand(x_q.shape, generator=self.gen) < p, x_fp, x_q)
+
+    @torch.no_grad()
+    def evaluate(self, target: _Target, x_q: torch.Tensor, y: torch.Tensor) -> float:
+        out = run_batched(target.forward, x_q, 4 * self.cfg.batch_size, self.device)
+        return float((out - y).pow(2).mean())
+
+    # -- walking the units --------------------------------------------------------------------
+    def float_forward(self, unit: Unit, x: torch.Tensor) -> torch.Tensor:
+        with quantization_disabled(self.model):
+            return run_batched(unit, x, 4 * self.cfg.batch_size, self.device)
+
+    def run_level(self, granularity: int, x_fp: torch.Tensor, x_q: torch.Tensor) -> list[dict]:
+        carriers = self.partition.units(1 if granularity == LAYER else granularity)
+        names = {id(m): n for n, m in self.model.named_modules()}
+        work = sum(len(_layers(u.modules())) if granularity == LAYER else 1 for u in carriers)
+        bar = tqdm(total=work * self.iters, desc=level_name(granularity), disable=not self.progress, leave=False)
+        losses = []
+        for unit in carriers:
+            y_fp = self.float_forward(unit, x_fp)
+            if granularity == LAYER:
+                for layer in _layers(unit.modules()):
+                    name = names[id(layer)]
+                    if self.selected(name):
+                        bar.set_description(f"layer {name}")
+                        with quantization_disabled(self.model):
+                            lx_fp, ly = capture_io(unit, layer, x_fp, 4 * self.cfg.batch_size, self.device)
+                        lx_q, _ = capture_io(unit, layer, x_q, 4 * self.cfg.batch_size, self.device)
+                        losses.append(self.optimize(_Target(name, layer, [layer]), lx_fp, lx_q, ly, bar))
+            elif self.selected(unit.name):
+                bar.set_description(f"{level_name(granularity)} {unit.name}")
+                losses.append(self.optimize(_Target(unit.name, unit, unit.modules()), x_fp, x_q, y_fp, bar))
+            x_q = run_batched(unit, x_q, 4 * self.cfg.batch_size, self.device)
+            x_fp = y_fp
+        bar.close()
+        return losses
+
+
+def reconstruct(model: nn.Module, model_name: str, images: Iterable[torch.Tensor], method: str,
+                cfg: ReconConfig, device: str = "cpu", progress: bool = True) -> ReconReport:
+    """Reconstruct a wrapped, calibrated model in place with ``method`` (see ``METHODS``)."""
+    schedule = METHODS.get(method)
+    partition = partition_for(model, model_name)
+    report = ReconReport(method, cfg)
+    start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    model.eval().to(device)
+    attach_learned_rounding(model)
+    saved = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in saved:
+        p.requires_grad_(False)
+    engine = Reconstructor(model, partition, schedule, cfg, device, progress)
+    levels = schedule.levels(cfg, partition.num_blocks)
+    engine.check_units(levels)
+    samples = make_samples(list(images), cfg.samples, cfg.augment, cfg.seed)
+    entry = model.get_submodule(partition.entry)
+    with quantization_disabled(model):
+        x_fp = capture_input(model, entry, samples, 4 * cfg.batch_size, device)
+    x_q = capture_input(model, entry, samples, 4 * cfg.batch_size, device)
+    try:
+        for granularity in levels:
+            report.levels.append(level_name(granularity))
+            report.losses += engine.run_level(granularity, x_fp, x_q)
+    finally:
+        for q in attach_learned_rounding(model):
+            q.finish()
+        for p, flag in saved:
+            p.requires_grad_(flag)
+    report.seconds = time.perf_counter() - start
+    return report

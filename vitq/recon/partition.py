@@ -1,0 +1,150 @@
+"""Unit partition per model family: the finest residual pieces of each transformer block.
+
+An *atom* is the smallest reconstruction unit with one input and one output on the residual
+stream: ``x + MHSA(LN1(x))`` and ``x + MLP(LN2(x))`` of a block (plus Swin's patch merging, which
+joins the first block of its stage). Coarser units are runs of consecutive blocks. Rules are keyed
+by family name (``vitq.models.families``) so a model without one fails early, listing those that
+have one.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from vitq.errors import VitqError
+from vitq.models.families import family_for
+from vitq.registry import Registry
+
+
+class ViTAttnBranch(nn.Module):
+    """``x + drop_path1(ls1(attn(norm1(x))))`` of a timm ViT/DeiT ``Block``."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.block
+        return x + b.drop_path1(b.ls1(b.attn(b.norm1(x))))
+
+
+class ViTMlpBranch(nn.Module):
+    """``x + drop_path2(ls2(mlp(norm2(x))))`` of a timm ViT/DeiT ``Block``."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.block
+        return x + b.drop_path2(b.ls2(b.mlp(b.norm2(x))))
+
+
+class SwinAttnBranch(nn.Module):
+    """``x + drop_path1(window_attention(norm1(x)))`` on (B, H, W, C), shift and windowing included."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block.drop_path1(self.block._attn(self.block.norm1(x)))
+
+
+class SwinMlpBranch(nn.Module):
+    """``x + drop_path2(mlp(norm2(x)))`` of a Swin block, on (B, H, W, C) like the block itself."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block.drop_path2(self.block.mlp(self.block.norm2(x)))
+
+
+@dataclass(frozen=True)
+class Atom:
+    """A finest unit: ``name`` for schedules and logs, ``block`` = index of the block it belongs to."""
+
+    name: str
+    block: int
+    module: nn.Module
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Consecutive atoms run as one piece: input of the first atom -> output of the last."""
+
+    name: str
+    atoms: tuple[Atom, ...]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        for atom in self.atoms:
+            x = atom.module(x)
+        return x
+
+    def modules(self) -> list[nn.Module]:
+        return [a.module for a in self.atoms]
+
+
+@dataclass(frozen=True)
+class Partition:
+    """The atoms of a wrapped model in execution order; ``entry`` is the module whose input is the
+    first atom's input (everything before it, the stem, is not reconstructed)."""
+
+    entry: str
+    atoms: tuple[Atom, ...]
+    block_names: tuple[str, ...]
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.block_names)
+
+    def units(self, blocks_per_unit: int) -> list[Unit]:
+        """0 -> the atoms themselves; n >= 1 -> runs of n consecutive blocks."""
+        if blocks_per_unit == 0:
+            return [Unit(a.name, (a,)) for a in self.atoms]
+        units = []
+        for start in range(0, self.num_blocks, blocks_per_unit):
+            stop = min(start + blocks_per_unit, self.num_blocks)
+            atoms = tuple(a for a in self.atoms if start <= a.block < stop)
+            name = self.block_names[start] if stop - start == 1 else f"{self.block_names[start]}..{self.block_names[stop - 1]}"
+            units.append(Unit(name, atoms))
+        return units
+
+
+PARTITIONS: Registry[Callable[[nn.Module], Partition]] = Registry("partition rule")
+
+
+@PARTITIONS.register("vit")
+def vit_partition(model: nn.Module) -> Partition:
+    atoms, names = [], []
+    for i, block in enumerate(model.blocks):
+        names.append(f"blocks.{i}")
+        atoms += [Atom(f"blocks.{i}.attn", i, ViTAttnBranch(block)), Atom(f"blocks.{i}.mlp", i, ViTMlpBranch(block))]
+    return Partition("blocks", tuple(atoms), tuple(names))
+
+
+@PARTITIONS.register("swin")
+def swin_partition(model: nn.Module) -> Partition:
+    atoms, names = [], []
+    for s, stage in enumerate(model.layers):
+        if not isinstance(stage.downsample, nn.Identity):
+            atoms.append(Atom(f"layers.{s}.downsample", len(names), stage.downsample))
+        for j, block in enumerate(stage.blocks):
+            i = len(names)
+            names.append(f"layers.{s}.blocks.{j}")
+            atoms += [Atom(f"{names[-1]}.attn", i, SwinAttnBranch(block)), Atom(f"{names[-1]}.mlp", i, SwinMlpBranch(block))]
+    return Partition("layers", tuple(atoms), tuple(names))
+
+
+def partition_for(model: nn.Module, model_name: str) -> Partition:
+    """The partition of a wrapped model; a family without a rule fails listing the families with one."""
+    family = family_for(model_name).name
+    if family not in PARTITIONS:
+        raise VitqError(f"no reconstruction partition rule for family {family!r} ({model_name}); "
+                        f"families with a rule: {', '.join(PARTITIONS.names())}")
+    return PARTITIONS.get(family)(model)

@@ -1,0 +1,51 @@
+"""Reconstruction methods as schedules on the one engine: which unit sizes, in which order.
+
+Granularity is counted in blocks per unit: ``0`` = the finest atoms (``x + MHSA(LN1(x))`` and
+``x + MLP(LN2(x))``), ``n`` = runs of n blocks, ``LAYER`` = single Linear/Conv layers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vitq.recon.config import POS_VARIANTS, ReconConfig, Stage
+from vitq.registry import Registry
+
+LAYER = -1
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """``progressive``: levels 0, 1, 2, 4, ... up to ``ReconConfig.coarsest`` with the POS stages,
+    each level starting from the previous one's parameters (PFCR). Otherwise one level at
+    ``granularity`` with all parameters optimized jointly (BRECQ, AdaRound)."""
+
+    progressive: bool
+    granularity: int = 0
+
+    def levels(self, cfg: ReconConfig, num_blocks: int) -> list[int]:
+        if not self.progressive:
+            return [self.granularity]
+        levels, n = [0], 1
+        while n <= min(cfg.coarsest, num_blocks):
+            levels.append(n)
+            n *= 2
+        return levels
+
+    def stages(self, cfg: ReconConfig) -> tuple[Stage, ...]:
+        return cfg.stages if self.progressive else POS_VARIANTS["joint"]
+
+    def iters(self, cfg: ReconConfig, num_blocks: int) -> int:
+        """Iterations per unit and level: baselines get as many in total as PFCR spends over its levels."""
+        if self.progressive:
+            return cfg.iters
+        return cfg.iters * len(Schedule(progressive=True).levels(cfg, num_blocks))
+
+
+METHODS: Registry[Schedule] = Registry("reconstruction method")
+METHODS.register("pfcr")(Schedule(progressive=True))
+METHODS.register("brecq")(Schedule(progressive=False, granularity=1))
+METHODS.register("adaround")(Schedule(progressive=False, granularity=LAYER))
+
+
+def level_name(granularity: int) -> str:
+    return {LAYER: "layer", 0: "fine"}.get(granularity, f"{granularity}-block")
