@@ -1,0 +1,90 @@
+"""Bench harness on a tiny random ViT (few runs: checks plumbing and records, not speed) and target errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from tests.export.conftest import images
+from vitq.bench.demo import deployment_rows
+from vitq.bench.runner import BenchConfig, benchmark
+from vitq.bench.targets import resolve_target
+from vitq.bench.variants import DEFAULT_VARIANTS
+from vitq.cli import main
+from vitq.errors import VitqError
+from vitq.export.onnx_export import export_onnx
+from vitq.export.ort_format import convert_to_ort
+from vitq.export.runtime import open_session
+from vitq.results import write_results
+
+SPEED_KEYS = {"model", "variant", "target", "threads", "batch", "latency_ms_median", "latency_ms_p90", "throughput_ips",
+              "size_mb", "speedup"}
+ACCURACY_KEYS = {"model", "dataset", "n_images", "method", "bits", "top1", "fp32_top1", "drop", "agreement"}
+
+
+def labelled(n: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(images(n, seed), torch.arange(n) % 10)]
+
+
+@pytest.fixture(scope="module")
+def report(tiny_w8a8, tmp_path_factory):
+    config = BenchConfig(target="cpu", threads=(1,), batches=(1, 4), runs=3, large_batch_runs=2, profile_runs=2)
+    return benchmark(tiny_w8a8, "vit_tiny_patch16_224", [images(16)], labelled(16, 5), tmp_path_factory.mktemp("bench"),
+                     config, dataset="random", progress=False)
+
+
+def test_all_variants_side_by_side_with_schema_records(report, tmp_path):
+    speed = report.speed_records()
+    assert {r["variant"] for r in speed} == set(DEFAULT_VARIANTS)
+    assert {(r["threads"], r["batch"]) for r in speed} == {(1, 1), (1, 4)}
+    assert all(SPEED_KEYS <= r.keys() for r in speed)
+    assert max(r["speedup"] for r in speed if r["variant"].startswith("fp32")) == pytest.approx(1.0)
+    acc = report.accuracy_records()
+    assert all(ACCURACY_KEYS <= r.keys() for r in acc)
+    vitq = next(r for r in acc if r["method"] == "vitq-int8")
+    assert vitq["agreement_with_torch"] >= 99.5 and vitq["n_images"] == 16
+    path = write_results(tmp_path / "bench.json", report.records(), **report.extra())
+    assert json.loads(path.read_text())["optimized_graph_op_counts"]["vitq-int8"]
+    assert len(deployment_rows(report)) == len(DEFAULT_VARIANTS)
+
+
+def test_vitq_graph_runs_integer_matmuls(report):
+    ops = report.op_counts["vitq-int8"]
+    assert ops.get("MatMulIntegerToFloat", 0) + ops.get("QLinearMatMul", 0) >= 8  # 2 blocks x (4 linears + 2 attention matmuls)
+
+
+def test_unknown_target_is_a_clear_error():
+    with pytest.raises(VitqError, match="unknown bench target 'tpu'; choose one of: cpu, cuda, mobile, tensorrt"):
+        resolve_target("tpu")
+    result = CliRunner().invoke(main, ["bench", "missing.pt", "--target", "tpu"])
+    assert result.exit_code == 1 and "Error: unknown bench target" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("target", ["cuda", "tensorrt"])
+def test_gpu_targets_without_gpu_are_a_clear_error(target):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("a GPU build of onnxruntime is installed")
+    result = CliRunner().invoke(main, ["bench", "missing.pt", "--target", target])
+    assert result.exit_code == 1 and "onnxruntime-gpu" in result.output and "Traceback" not in result.output
+
+
+def test_mobile_target_says_xnnpack_is_missing_and_converts_to_ort(tiny_w8a8, tmp_path):
+    target = resolve_target("mobile")
+    assert target.threads == 1 and target.sequential and target.ort_format
+    if "XnnpackExecutionProvider" not in target.providers:
+        assert any("XnnpackExecutionProvider is not in this onnxruntime build" in n for n in target.notes)
+    ort_path = convert_to_ort(export_onnx(tiny_w8a8, tmp_path / "m.onnx").path)
+    assert ort_path.suffix == ".ort" and open_session(ort_path).get_inputs()[0].name == "input"
+
+
+def test_export_cli_bad_input(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["export", str(tmp_path / "missing.pt"), str(tmp_path / "out.onnx")])
+    assert result.exit_code == 1 and "not found" in result.output
+    result = runner.invoke(main, ["export", str(tmp_path / "missing.pt"), str(tmp_path / "out.txt")])
+    assert result.exit_code == 1 and "must end in .onnx" in result.output
+    assert list(tmp_path.iterdir()) == []

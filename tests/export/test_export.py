@@ -1,0 +1,88 @@
+"""QDQ export of tiny random ViTs: checker, exact scales, parity, bad input."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from tests.export.conftest import images, quantized_tiny_vit, tiny_vit
+from vitq.errors import VitqError
+from vitq.export.markers import export_reference
+from vitq.export.onnx_export import ExportOptions, export_onnx
+from vitq.export.parity import ParityError, check_parity, compare
+from vitq.models.wrap import wrap_model
+from vitq.quant.config import QuantConfig
+
+
+def test_w8a8_export_passes_checker_and_parity(tiny_w8a8, tmp_path):
+    exported = export_onnx(tiny_w8a8, tmp_path / "m.onnx")
+    model = onnx.load(str(exported.path))
+    onnx.checker.check_model(model, full_check=True)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("QuantizeLinear") == sum(1 for s in exported.sites if not s.is_weight)
+    assert ops.count("DequantizeLinear") == len(exported.sites)
+    assert "Softmax" in ops and not any(n.domain == "vitq" for n in model.graph.node)
+    report = check_parity(exported.path, export_reference(tiny_w8a8), [images(16, seed=7)])
+    assert report.agreement >= 99.5 and report.max_abs_logit_error < 1e-2
+
+
+def test_scales_and_weight_codes_are_exact(tiny_w8a8, tmp_path):
+    exported = export_onnx(tiny_w8a8, tmp_path / "m.onnx")
+    inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(exported.path)).graph.initializer}
+    qkv = tiny_w8a8.blocks[0].attn.qkv
+    codes = inits["blocks.0.attn.qkv.weight_quant.codes"]  # stored transposed for MatMul(x, W^T)
+    np.testing.assert_array_equal(codes.T, qkv.weight_quant.to_int(qkv.weight).numpy())
+    np.testing.assert_array_equal(inits["blocks.0.attn.qkv.weight_quant.scale"], qkv.weight_quant.scale.detach().numpy())
+    assert inits["blocks.0.attn.qkv.input_quant.scale"] == np.float32(qkv.input_quant.scale.item())
+    assert inits["blocks.0.attn.qkv.input_quant.zero_point"].dtype == np.uint8
+
+
+@pytest.mark.parametrize("bits,container", [("W4A4", "int4"), ("W6A6", "int8"), ("W3A3", "int8")])
+def test_low_bit_exports_pass_parity(bits, container, tmp_path):
+    w, a = int(bits[1]), int(bits[3])
+    qmodel = quantized_tiny_vit(QuantConfig(w_bits=w, a_bits=a, method="minmax"))
+    exported = export_onnx(qmodel, tmp_path / "m.onnx", ExportOptions(weight_container=container))
+    model = onnx.load(str(exported.path))
+    onnx.checker.check_model(model, full_check=True)
+    assert exported.opset == (21 if container == "int4" else 17)
+    assert any(n.op_type == "Clip" for n in model.graph.node)  # narrow activation grids are clamped
+    report = compare(exported.path, export_reference(qmodel), [images(16, seed=7)])
+    assert report.agreement >= 99.5
+
+
+def test_s8s8_shift_computes_the_same_values(tiny_w8a8, tmp_path):
+    u8 = export_onnx(tiny_w8a8, tmp_path / "u8.onnx")
+    s8 = export_onnx(tiny_w8a8, tmp_path / "s8.onnx", ExportOptions(activation_type="int8"))
+    ref = export_reference(tiny_w8a8)
+    a, b = compare(u8.path, ref, [images(8)]), compare(s8.path, ref, [images(8)])
+    assert a.agreement == b.agreement == 100.0
+
+
+def test_log2_softmax_quantizer_exports_with_uniform_fallback(tmp_path):
+    qmodel = quantized_tiny_vit(QuantConfig(w_bits=8, a_bits=8, method="minmax", softmax_quantizer="log2"))
+    exported = export_onnx(qmodel, tmp_path / "m.onnx")
+    report = compare(exported.path, export_reference(qmodel), [images(16, seed=7)])
+    assert report.agreement >= 99.5
+
+
+def test_uncalibrated_model_is_a_clear_error_and_leaves_no_file(tmp_path):
+    qmodel = wrap_model(tiny_vit(), "vit_tiny_patch16_224", QuantConfig())
+    with pytest.raises(VitqError, match="never calibrated"):
+        export_onnx(qmodel, tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_float_model_is_not_exportable(tmp_path):
+    with pytest.raises(VitqError, match="no enabled quantizers"):
+        export_onnx(tiny_vit(), tmp_path / "m.onnx")
+
+
+def test_parity_failure_names_the_first_diverging_node(tiny_w8a8, tmp_path):
+    exported = export_onnx(tiny_w8a8, tmp_path / "m.onnx")
+    broken = copy.deepcopy(tiny_w8a8)
+    broken.head.input_quant.scale.data *= 50.0  # torch now disagrees from the head's input on
+    with pytest.raises(ParityError, match=r"first diverging node: head\.input_quant/QuantizeLinear"):
+        check_parity(exported.path, export_reference(broken), [images(32, seed=3)], min_agreement=100.0)

@@ -1,0 +1,59 @@
+"""`vitq export`: quantized checkpoint -> ONNX QDQ file, parity-checked before it is put in place."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import click
+
+from calib.datasets import open_split
+from calib.loaders import load_batches
+from calib.transforms import eval_transform
+from vitq.api import load_quantized
+from vitq.assets import demo_images
+from vitq.errors import VitqError
+from vitq.export.markers import export_reference
+from vitq.export.onnx_export import ExportOptions, export_onnx
+from vitq.export.ort_format import convert_to_ort
+from vitq.export.parity import MIN_AGREEMENT, check_parity
+from vitq.export.qdq import ACTIVATION_TYPES, WEIGHT_CONTAINERS
+
+
+@click.command("export")
+@click.argument("qcheckpoint", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--weight-container", type=click.Choice(WEIGHT_CONTAINERS), default=None,
+              help="Integer type of stored weights. Default: int4 (packed, opset 21) for <= 4-bit weights, else int8.")
+@click.option("--activation-type", type=click.Choice(ACTIVATION_TYPES), default="uint8", show_default=True,
+              help="uint8 gives U8S8 kernels; int8 shifts the same grid for S8S8 kernels.")
+@click.option("--data", type=click.Path(path_type=Path), default=None, help="Images for the parity check. Default: bundled sample.")
+@click.option("--parity-images", type=int, default=64, show_default=True, help="Evaluation images for the parity check; 0 skips it.")
+@click.option("--min-agreement", type=float, default=MIN_AGREEMENT, show_default=True,
+              help="Required top-1 agreement (%) of onnxruntime with torch fake-quant.")
+@click.option("--ort", "ort_format", is_flag=True, help="Also write an ORT-format .ort next to OUTPUT (mobile).")
+def export_cmd(qcheckpoint: Path, output: Path, weight_container: str | None, activation_type: str, data: Path | None,
+               parity_images: int, min_agreement: float, ort_format: bool) -> None:
+    """Export QCHECKPOINT (from `vitq quantize`) to OUTPUT (.onnx) with QuantizeLinear/DequantizeLinear nodes
+    carrying the learned scales; OUTPUT appears only if onnxruntime matches torch (parity)."""
+    if output.suffix != ".onnx":
+        raise VitqError(f"output must end in .onnx, got {output}")
+    if parity_images < 0:
+        raise VitqError(f"--parity-images must be >= 0, got {parity_images}")
+    qmodel, header = load_quantized(qcheckpoint)
+    config = header["config"]
+    container = weight_container or ("int4" if config.w_bits <= 4 else "int8")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".vitq-export-") as tmp:
+        exported = export_onnx(qmodel, Path(tmp) / output.name, ExportOptions(container, activation_type))
+        click.echo(f"exported {header['model_name']} {config.bits}: {len(exported.sites)} quantized tensors, "
+                   f"opset {exported.opset}, {exported.size_mb:.2f} MB ({container} weights, {activation_type} activations)")
+        if parity_images:
+            dataset = open_split(data or demo_images(), "evaluation", eval_transform(qmodel), limit=parity_images)
+            report = check_parity(exported.path, export_reference(qmodel), load_batches(dataset, 32, desc="load parity images"),
+                                  min_agreement)
+            click.echo(report.summary())
+        os.replace(exported.path, output)
+    click.echo(f"wrote {output}")
+    if ort_format:
+        click.echo(f"wrote {convert_to_ort(output)}")

@@ -1,0 +1,118 @@
+"""Find every quantizer's tensor in the exported graph by construction, not by name guessing.
+
+Before ``torch.onnx.export`` each enabled quantizer is swapped for an :class:`ExportMarker`, an
+identity whose ONNX symbolic is a custom ``vitq::QuantMarker`` node carrying the quantizer's index.
+The exported float graph then holds one marker exactly where vitq quantized a tensor; the QDQ pass
+(:mod:`vitq.export.qdq`) replaces each marker with QuantizeLinear/DequantizeLinear built from that
+quantizer's parameters.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from vitq.errors import VitqError
+from vitq.quant.modules import QuantConv2d, QuantLinear
+from vitq.quant.quantizer import LogQuantizer, QParams, Quantizer, UniformQuantizer
+
+MARKER_DOMAIN = "vitq"
+MARKER_OP = "QuantMarker"
+FALLBACK_BITS = 8  # log2 / log-sqrt2 quantizers export as a uniform grid of this many bits
+
+
+@dataclass(frozen=True)
+class Site:
+    """One quantized tensor: the quantizer's module name, its parameters and, for weights, the integer codes."""
+
+    name: str
+    qparams: QParams
+    codes: torch.Tensor | None  # integer weight codes (learned rounding included), None for activations
+
+    @property
+    def is_weight(self) -> bool:
+        return self.codes is not None
+
+
+class _MarkerFn(torch.autograd.Function):
+    """Identity in torch; ``vitq::QuantMarker(index)`` in the exported graph."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, index: int) -> torch.Tensor:  # noqa: ARG004 - autograd signature
+        return x.clone()
+
+    @staticmethod
+    def symbolic(g, x, index: int):
+        out = g.op(f"{MARKER_DOMAIN}::{MARKER_OP}", x, index_i=index)
+        out.setType(x.type())
+        return out
+
+
+class ExportMarker(nn.Module):
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _MarkerFn.apply(x, self.index)
+
+
+def uniform_fallback(q: LogQuantizer) -> UniformQuantizer:
+    """The documented export of a log quantizer: uniform unsigned 8-bit over [0, scale], zero-point 0.
+
+    ONNX QuantizeLinear is affine only, so the log grid cannot be expressed. An 8-bit uniform grid
+    over the same range keeps the large attention probabilities exact to 1/255 of the maximum; the
+    exported model's accuracy (not the torch log-quantized one's) is what vitq reports.
+    """
+    u = UniformQuantizer(FALLBACK_BITS, symmetric=False)
+    with torch.no_grad():
+        u.scale.copy_(q.scale / u.grid.qmax)
+    u.initialized.fill_(True)
+    return u
+
+
+def _set_child(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def check_calibrated(model: nn.Module) -> list[tuple[str, Quantizer]]:
+    """The enabled quantizers of ``model``; raises if there are none or one was never calibrated."""
+    enabled = [(n, m) for n, m in model.named_modules() if isinstance(m, Quantizer) and m.enabled]
+    if not enabled:
+        raise VitqError("the model has no enabled quantizers: wrap and calibrate it first (vitq quantize)")
+    missing = [n for n, q in enabled if not bool(q.initialized)]
+    if missing:
+        raise VitqError(f"the model was never calibrated ({len(missing)} quantizers without scales, e.g. {missing[0]}); "
+                        "run vitq quantize / vitq.api.quantize first")
+    return enabled
+
+
+def export_reference(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose fake-quant forward is exactly what the ONNX export computes.
+
+    Only the log quantizers change (to :func:`uniform_fallback`); parity is checked against this model.
+    """
+    check_calibrated(model)
+    ref = copy.deepcopy(model).eval()
+    for name, module in list(ref.named_modules()):
+        if isinstance(module, LogQuantizer) and module.enabled:
+            _set_child(ref, name, uniform_fallback(module))
+    return ref
+
+
+def mark_quantizers(reference: nn.Module) -> tuple[nn.Module, list[Site]]:
+    """Copy ``reference`` (from :func:`export_reference`) with every enabled quantizer replaced by a marker."""
+    marked = copy.deepcopy(reference)
+    weights = {id(m.weight_quant): m.weight for m in marked.modules() if isinstance(m, (QuantLinear, QuantConv2d))}
+    sites: list[Site] = []
+    for name, q in check_calibrated(marked):
+        if not isinstance(q, UniformQuantizer):
+            raise VitqError(f"quantizer {name} ({q.kind}) has no ONNX QDQ form")
+        weight = weights.get(id(q))
+        codes = q.to_int(weight.detach()) if weight is not None else None
+        sites.append(Site(name, q.qparams(), codes))
+        _set_child(marked, name, ExportMarker(len(sites) - 1))
+    return marked, sites

@@ -1,0 +1,196 @@
+"""Rewrite an exported float graph with markers into a QDQ graph carrying vitq's learned parameters.
+
+Each ``vitq::QuantMarker`` becomes:
+
+* weight: integer initializer (the quantizer's own codes, so learned rounding survives) ->
+  DequantizeLinear (per-channel ``axis``). A Transpose the exporter put between weight and MatMul
+  is folded into the stored codes, so ORT sees the ``DQ -> MatMul`` pattern it fuses.
+* activation: QuantizeLinear -> DequantizeLinear with the learned scale and zero-point. Grids
+  narrower than their 8-bit container (3..7 bits) get a Clip to the grid's float range first,
+  which reproduces ``clamp(round(x / s) + zp, qmin, qmax)`` exactly while keeping the 8-bit Q/DQ
+  pair that ORT fuses into integer kernels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from vitq.errors import VitqError
+from vitq.export.markers import MARKER_DOMAIN, MARKER_OP, Site
+
+INT4_OPSET = 21
+WEIGHT_CONTAINERS = ("int8", "int4")
+
+
+@dataclass(frozen=True)
+class Container:
+    """An ONNX integer type that holds a quantizer's grid."""
+
+    dtype: int
+    np_dtype: type
+    qmin: int
+    qmax: int
+
+    @property
+    def name(self) -> str:
+        return TensorProto.DataType.Name(self.dtype).lower()
+
+
+CONTAINERS = {
+    "uint8": Container(TensorProto.UINT8, np.uint8, 0, 255),
+    "int8": Container(TensorProto.INT8, np.int8, -128, 127),
+    "int4": Container(TensorProto.INT4, np.int8, -8, 7),
+    "uint4": Container(TensorProto.UINT4, np.uint8, 0, 15),
+}
+
+
+ACTIVATION_TYPES = ("uint8", "int8")
+
+
+def container_for(site: Site, weight_container: str, activation_type: str) -> tuple[Container, int]:
+    """The container holding ``site``'s grid and the code offset (the grid is shifted by it).
+
+    int4/uint4 only for weights when asked. ``activation_type="int8"`` shifts an unsigned activation
+    grid by -128 (zero-point too), which computes the same values with signed (S8S8) kernels.
+    """
+    qp = site.qparams
+    offset = -128 if not site.is_weight and activation_type == "int8" and qp.qmin >= 0 else 0
+    signed = qp.qmin + offset < 0
+    names = ["int8" if signed else "uint8"]
+    if site.is_weight and weight_container == "int4":
+        names.insert(0, "int4" if signed else "uint4")
+    for name in names:
+        c = CONTAINERS[name]
+        if c.qmin <= qp.qmin + offset and qp.qmax + offset <= c.qmax:
+            return c, offset
+    raise VitqError(f"quantizer {site.name}: grid [{qp.qmin}, {qp.qmax}] fits no ONNX integer type")
+
+
+class QDQRewriter:
+    """Replaces markers in one graph; keeps node order so the graph stays topologically sorted."""
+
+    def __init__(self, model: onnx.ModelProto, sites: list[Site], weight_container: str, activation_type: str) -> None:
+        if weight_container not in WEIGHT_CONTAINERS:
+            raise VitqError(f"weight container must be one of {WEIGHT_CONTAINERS}, got {weight_container!r}")
+        if activation_type not in ACTIVATION_TYPES:
+            raise VitqError(f"activation type must be one of {ACTIVATION_TYPES}, got {activation_type!r}")
+        self.activation_type = activation_type
+        self.model = model
+        self.graph = model.graph
+        self.sites = sites
+        self.weight_container = weight_container
+        self.initializers = {t.name: t for t in self.graph.initializer}
+        self.new_initializers: list[TensorProto] = []
+        self.folded: set[str] = set()  # outputs of Transposes folded into weight codes
+        self.uses_int4 = False
+
+    def consumers(self, tensor: str) -> list[onnx.NodeProto]:
+        return [n for n in self.graph.node if tensor in n.input]
+
+    def _const(self, name: str, array: np.ndarray, dtype: int | None = None) -> str:
+        if dtype in (TensorProto.INT4, TensorProto.UINT4):
+            tensor = helper.make_tensor(name, dtype, array.shape, array.flatten().tolist())
+        else:
+            tensor = numpy_helper.from_array(array, name)
+        self.new_initializers.append(tensor)
+        return name
+
+    def _qparams(self, site: Site, container: Container, channels: int | None, offset: int = 0) -> tuple[str, str]:
+        qp = site.qparams
+        scale = qp.scale.float().numpy().astype(np.float32)
+        zp = qp.zero_point.numpy() + offset
+        if qp.axis is None:
+            scale, zp = scale.reshape(()), zp.reshape(())
+        elif channels is not None and scale.size != channels:
+            raise VitqError(f"quantizer {site.name}: {scale.size} scales for {channels} channels")
+        if zp.min() < container.qmin or zp.max() > container.qmax:
+            raise VitqError(f"quantizer {site.name}: zero-point outside {container.name}")
+        return (self._const(f"{site.name}.scale", scale),
+                self._const(f"{site.name}.zero_point", zp.astype(container.np_dtype), container.dtype))
+
+    def _fold_transpose(self, output: str, codes: np.ndarray, axis: int | None) -> tuple[str, np.ndarray, int | None]:
+        """Absorb ``Transpose(weight)`` into the stored codes (the exporter's Linear -> MatMul(x, W^T))."""
+        users = self.consumers(output)
+        if len(users) != 1 or users[0].op_type != "Transpose":
+            return output, codes, axis
+        transpose = users[0]
+        perm = next((list(a.ints) for a in transpose.attribute if a.name == "perm"), list(range(codes.ndim))[::-1])
+        self.folded.add(transpose.output[0])
+        return transpose.output[0], codes.transpose(perm), (perm.index(axis) if axis is not None else None)
+
+    def weight_nodes(self, site: Site, marker: onnx.NodeProto) -> list[onnx.NodeProto]:
+        container, _ = container_for(site, self.weight_container, self.activation_type)
+        self.uses_int4 |= container.dtype in (TensorProto.INT4, TensorProto.UINT4)
+        output, codes, axis = self._fold_transpose(marker.output[0], site.codes.numpy(), site.qparams.axis)
+        channels = codes.shape[axis] if axis is not None else None
+        scale, zp = self._qparams(site, container, channels)
+        q = self._const(f"{site.name}.codes", codes.astype(container.np_dtype), container.dtype)
+        attrs = {"axis": axis} if axis is not None else {}
+        return [helper.make_node("DequantizeLinear", [q, scale, zp], [output], name=f"{site.name}/DequantizeLinear", **attrs)]
+
+    def activation_nodes(self, site: Site, marker: onnx.NodeProto) -> list[onnx.NodeProto]:
+        qp = site.qparams
+        container, offset = container_for(site, self.weight_container, self.activation_type)
+        scale, zp = self._qparams(site, container, None, offset)
+        attrs = {"axis": qp.axis} if qp.axis is not None else {}
+        nodes = []
+        x = marker.input[0]
+        if (qp.qmin + offset, qp.qmax + offset) != (container.qmin, container.qmax):
+            if qp.axis is not None:
+                raise VitqError(f"quantizer {site.name}: per-channel {qp.bits}-bit activations have no QDQ form")
+            s = np.float32(qp.scale.item())
+            z = int(qp.zero_point.item())
+            lo = self._const(f"{site.name}.clip_min", np.array(np.float32(qp.qmin - z) * s, dtype=np.float32))
+            hi = self._const(f"{site.name}.clip_max", np.array(np.float32(qp.qmax - z) * s, dtype=np.float32))
+            nodes.append(helper.make_node("Clip", [x, lo, hi], [f"{site.name}.clipped"], name=f"{site.name}/Clip"))
+            x = f"{site.name}.clipped"
+        q_out = f"{site.name}.quantized"
+        nodes.append(helper.make_node("QuantizeLinear", [x, scale, zp], [q_out], name=f"{site.name}/QuantizeLinear", **attrs))
+        nodes.append(helper.make_node("DequantizeLinear", [q_out, scale, zp], [marker.output[0]],
+                                      name=f"{site.name}/DequantizeLinear", **attrs))
+        return nodes
+
+    def run(self) -> onnx.ModelProto:
+        rewritten: list[onnx.NodeProto] = []
+        seen = 0
+        for node in list(self.graph.node):
+            if node.domain != MARKER_DOMAIN or node.op_type != MARKER_OP:
+                rewritten.append(node)
+                continue
+            site = self.sites[next(a.i for a in node.attribute if a.name == "index")]
+            seen += 1
+            if site.is_weight:
+                if node.input[0] not in self.initializers:
+                    raise VitqError(f"weight of {site.name} is not a constant in the exported graph")
+                rewritten += self.weight_nodes(site, node)
+            else:
+                rewritten += self.activation_nodes(site, node)
+        if seen != len(self.sites):
+            raise VitqError(f"{len(self.sites) - seen} quantizers did not reach the exported graph (unused modules?)")
+        del self.graph.node[:]
+        self.graph.node.extend(n for n in rewritten if not (n.op_type == "Transpose" and n.output[0] in self.folded))
+        self._drop_unused_initializers()
+        self.graph.initializer.extend(self.new_initializers)
+        kept = [o for o in self.model.opset_import if o.domain != MARKER_DOMAIN]
+        del self.model.opset_import[:]
+        self.model.opset_import.extend(kept)
+        return self.model
+
+    def _drop_unused_initializers(self) -> None:
+        used = {i for n in self.graph.node for i in n.input} | {o.name for o in self.graph.output}
+        keep = [t for t in self.graph.initializer if t.name in used]
+        del self.graph.initializer[:]
+        self.graph.initializer.extend(keep)
+        value_info = [v for v in self.graph.value_info if v.name in used]
+        del self.graph.value_info[:]
+        self.graph.value_info.extend(value_info)
+
+
+def insert_qdq(model: onnx.ModelProto, sites: list[Site], weight_container: str = "int8",
+               activation_type: str = "uint8") -> tuple[onnx.ModelProto, bool]:
+    """Rewrite ``model`` in place; returns it and whether int4 types (opset 21) are used."""
+    rewriter = QDQRewriter(model, sites, weight_container, activation_type)
+    return rewriter.run(), rewriter.uses_int4
