@@ -1,0 +1,105 @@
+import io
+import tarfile
+
+import pytest
+import torch
+from PIL import Image
+
+from calib import load_batches, open_split, scan
+from vitq.errors import VitqError
+
+
+def to_tensor(img):
+    return torch.zeros(1)
+
+
+def write_jpeg(path, color=(120, 30, 200)):
+    Image.new("RGB", (40, 30), color).save(path, format="JPEG")
+
+
+def test_bundled_wnid_split_is_disjoint_and_by_class(sample_images):
+    kind, samples = scan(sample_images)
+    assert kind == "wnid-folder" and len(samples) == 375
+    calib = open_split(sample_images, "calibration", to_tensor)
+    evaluation = open_split(sample_images, "evaluation", to_tensor)
+    calib_labels = {s.label for s in calib.samples}
+    eval_labels = {s.label for s in evaluation.samples}
+    assert len(calib) == 125 and len(evaluation) == 250
+    assert all(label % 8 == 0 for label in calib_labels)
+    assert not calib_labels & eval_labels
+    assert {s.source for s in calib.samples}.isdisjoint(s.source for s in evaluation.samples)
+
+
+def test_limit_is_deterministic_and_spread(sample_images):
+    a = open_split(sample_images, "evaluation", to_tensor, limit=10)
+    b = open_split(sample_images, "evaluation", to_tensor, limit=10)
+    assert [s.source for s in a.samples] == [s.source for s in b.samples] and len(a) == 10
+    assert a.samples[-1].label > 900
+
+
+def test_class_folder_split(tmp_path):
+    for c in ("cat", "dog"):
+        (tmp_path / c).mkdir()
+        for i in range(10):
+            write_jpeg(tmp_path / c / f"{i:02d}.jpg")
+    calib = open_split(tmp_path, "calibration", to_tensor)
+    evaluation = open_split(tmp_path, "evaluation", to_tensor)
+    assert len(calib) == 4 and len(evaluation) == 16  # images 0 and 8 of each class calibrate
+    assert sorted({s.label for s in calib.samples}) == [0, 1]
+    x, y = evaluation[0]
+    assert y == 0
+
+
+def make_cifar(tmp_path, split, n):
+    path = tmp_path / f"cifar10-{split}.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for i in range(n):
+            buf = io.BytesIO()
+            Image.new("RGB", (32, 32), (i, 0, 0)).save(buf, format="JPEG")
+            info = tarfile.TarInfo(f"cifar10/{split}/{'cat' if i % 2 else 'ship'}/{i:04d}.jpg")
+            info.size = buf.tell()
+            buf.seek(0)
+            tar.addfile(info, buf)
+    return path
+
+
+def test_cifar_archives_calibrate_on_train_evaluate_on_test(tmp_path):
+    train = make_cifar(tmp_path, "train", 6)
+    make_cifar(tmp_path, "test", 4)
+    calib = open_split(train, "calibration", lambda im: torch.tensor(im.size))
+    evaluation = open_split(train, "evaluation", lambda im: torch.tensor(im.size))
+    assert len(calib) == 6 and len(evaluation) == 4
+    assert {s.label for s in evaluation.samples} == {3, 8}  # cat, ship
+    x, _ = evaluation[0]
+    assert x.tolist() == [32, 32]
+    batches = load_batches(evaluation, batch_size=3, progress=False)
+    assert [len(b[1]) for b in batches] == [3, 1]
+
+
+def test_missing_empty_and_non_image_folders(tmp_path):
+    with pytest.raises(VitqError, match="not found"):
+        open_split(tmp_path / "nope", "calibration", to_tensor)
+    with pytest.raises(VitqError, match="no images found"):
+        open_split(tmp_path, "calibration", to_tensor)
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(VitqError, match="no images found"):
+        open_split(tmp_path, "calibration", to_tensor)
+
+
+def test_undecodable_image_is_reported(tmp_path):
+    (tmp_path / "n01440764_tench.JPEG").write_bytes(b"garbage")
+    ds = open_split(tmp_path, "calibration", to_tensor)
+    with pytest.raises(VitqError, match="cannot decode image"):
+        ds[0]
+
+
+def test_wrongly_named_file_in_wnid_folder(tmp_path):
+    write_jpeg(tmp_path / "holiday.jpg")
+    with pytest.raises(VitqError, match="not named <wnid>_<name>"):
+        open_split(tmp_path, "calibration", to_tensor)
+
+
+def test_evaluation_split_with_zero_images(tmp_path):
+    write_jpeg(tmp_path / "n01440764_tench.JPEG")  # class 0 -> calibration only
+    with pytest.raises(VitqError, match="evaluation split .* has zero images"):
+        open_split(tmp_path, "evaluation", to_tensor)

@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from vitq.errors import VitqError
+from vitq.quant.config import QuantConfig, parse_bits
+from vitq.quant.observers import IntRange, make_observer
+
+
+def rows():
+    x = torch.randn(1, 20000)
+    x[0, 0] = 40.0  # one outlier: 0.005 % of the values
+    return x
+
+
+def test_minmax_covers_everything_percentile_and_mse_clip():
+    grid = IntRange.for_bits(4, symmetric=True)
+    scales = {}
+    for name in ("minmax", "percentile", "mse"):
+        obs = make_observer(name)
+        obs.update(rows())
+        scales[name], zp = obs.compute(grid)
+        assert zp.item() == 0
+    assert scales["minmax"].item() == pytest.approx(40.0 / 7)
+    assert scales["percentile"] < scales["minmax"]
+    assert scales["mse"] < scales["minmax"]
+
+
+def test_asymmetric_zero_point_is_integer_and_in_range():
+    obs = make_observer("minmax")
+    obs.update(torch.rand(1, 1000) * 5 + 1)  # all positive: range widened to include 0
+    scale, zp = obs.compute(IntRange.for_bits(8, symmetric=False))
+    assert zp.item() == 0 and scale.item() == pytest.approx(6 / 255, rel=1e-2)
+    obs = make_observer("minmax")
+    obs.update(torch.linspace(-1, 3, 100)[None])
+    scale, zp = obs.compute(IntRange.for_bits(8, symmetric=False))
+    assert zp.item() == round(1 / (4 / 255)) and 0 <= zp.item() <= 255
+
+
+def test_unknown_observer_lists_known():
+    with pytest.raises(VitqError, match="minmax, mse, percentile"):
+        make_observer("nope")
+
+
+@pytest.mark.parametrize("spec, expected", [("W4A4", (4, 4)), ("w8a6", (8, 6)), (" W3A3 ", (3, 3))])
+def test_parse_bits(spec, expected):
+    assert parse_bits(spec) == expected
+
+
+@pytest.mark.parametrize("spec", ["W9A8", "W1A1", "8", "W4", "A4W4"])
+def test_parse_bits_rejects(spec):
+    with pytest.raises(VitqError):
+        parse_bits(spec)
+
+
+def test_config_roundtrip_and_validation():
+    cfg = QuantConfig(w_bits=4, a_bits=6, overrides={"blocks.0.*": {"bits": 8}})
+    assert QuantConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.bits == "W4A6"
+    assert cfg.override_for("blocks.0.attn.qkv.input_quant") == {"bits": 8}
+    assert cfg.override_for("blocks.1.attn.qkv.input_quant") == {}
+    with pytest.raises(VitqError, match="unknown config keys"):
+        QuantConfig.from_dict({"w_bit": 4})
+    with pytest.raises(VitqError, match="unknown keys"):
+        QuantConfig(overrides={"*": {"bitz": 4}})
+    with pytest.raises(VitqError):
+        QuantConfig(w_bits=12)

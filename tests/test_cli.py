@@ -1,0 +1,115 @@
+"""The CLI end to end through click's runner: happy path and one-line errors for bad input."""
+import json
+
+import pytest
+import timm
+import torch
+from click.testing import CliRunner
+
+from vitq.cli import main
+
+MODEL = "deit_tiny_patch16_224"
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory, deit_checkpoint, sample_images):
+    out = tmp_path_factory.mktemp("q") / "w8a8.pt"
+    result = CliRunner().invoke(main, ["quantize", MODEL, str(out), "--checkpoint", str(deit_checkpoint), "--data",
+                                       str(sample_images), "--bits", "W8A8", "--method", "minmax", "--calib-size", "16"])
+    assert result.exit_code == 0, result.output
+    assert "saved deit_tiny_patch16_224 W8A8 (minmax, 16 calibration images)" in result.output
+    return out
+
+
+def test_quantize_then_eval_json(quantized, sample_images, tmp_path):
+    results = tmp_path / "r.json"
+    result = CliRunner().invoke(main, ["eval", str(quantized), "--data", str(sample_images), "--limit", "16", "--json",
+                                       "--results-file", str(results)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output[result.output.index("{"):])
+    assert record["n_images"] == 16 and record["bits"] == "W8A8" and record["method"] == "minmax"
+    assert record["agreement"] >= 75.0  # real weights, 8 bit: almost always the fp32 answer
+    assert record["drop"] == pytest.approx(record["fp32_top1"] - record["top1"], abs=0.01)
+    written = json.loads(results.read_text())
+    assert written["records"][0]["top1"] == record["top1"] and written["git_commit"] and written["versions"]["torch"]
+
+
+def test_eval_table(quantized, sample_images):
+    result = CliRunner().invoke(main, ["eval", str(quantized), "--data", str(sample_images), "--limit", "8"])
+    assert result.exit_code == 0, result.output
+    assert "agree %" in result.output and "left in float:" in result.output
+
+
+def run_error(args, tmp_path):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.strip().splitlines() if line.startswith("Error")]
+    assert len(lines) == 1, result.output
+    assert not any(p.name.endswith(".pt") for p in tmp_path.iterdir())
+    return lines[0]
+
+
+def test_unknown_model(tmp_path):
+    msg = run_error(["quantize", "deit_tinny", str(tmp_path / "o.pt")], tmp_path)
+    assert "unknown model 'deit_tinny'" in msg
+
+
+def test_missing_checkpoint(tmp_path):
+    msg = run_error(["quantize", MODEL, str(tmp_path / "o.pt"), "--checkpoint", str(tmp_path / "none.pth")], tmp_path)
+    assert "checkpoint not found" in msg
+
+
+def test_corrupt_checkpoint(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    msg = run_error(["quantize", MODEL, str(tmp_path / "o.pt"), "--checkpoint", str(bad)], tmp_path)
+    assert "cannot read checkpoint" in msg
+
+
+def test_checkpoint_of_other_architecture(tmp_path):
+    ckpt = tmp_path / "vit_small.pth"
+    torch.save(timm.create_model("vit_small_patch16_224").state_dict(), ckpt)
+    msg = run_error(["quantize", MODEL, str(tmp_path / "o.pt"), "--checkpoint", str(ckpt)], tmp_path)
+    assert "does not fit deit_tiny_patch16_224" in msg
+
+
+def test_empty_calibration_folder(tmp_path, deit_checkpoint):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    msg = run_error(["quantize", MODEL, str(tmp_path / "o.pt"), "--checkpoint", str(deit_checkpoint), "--data", str(empty)],
+                    tmp_path)
+    assert "no images found" in msg
+
+
+def test_non_image_calibration_folder(tmp_path, deit_checkpoint):
+    folder = tmp_path / "junk"
+    folder.mkdir()
+    (folder / "n01440764_tench.JPEG").write_text("not an image")
+    msg = run_error(["quantize", MODEL, str(tmp_path / "o.pt"), "--checkpoint", str(deit_checkpoint), "--data", str(folder)],
+                    tmp_path)
+    assert "cannot decode image" in msg
+
+
+@pytest.mark.parametrize("bits", ["W9A8", "W4A1", "four"])
+def test_bad_bits(tmp_path, bits):
+    msg = run_error(["quantize", MODEL, str(tmp_path / "o.pt"), "--bits", bits], tmp_path)
+    assert "bit" in msg
+
+
+def test_eval_split_with_zero_images(tmp_path, quantized):
+    folder = tmp_path / "calib_only"
+    folder.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(folder / "n01440764_tench.JPEG")
+    msg = run_error(["eval", str(quantized), "--data", str(folder)], tmp_path)
+    assert "zero images" in msg
+
+
+def test_eval_of_a_non_vitq_file(tmp_path):
+    bogus = tmp_path / "x.pth"
+    torch.save({"a": torch.zeros(1)}, bogus)
+    msg = run_error(["eval", str(bogus)], tmp_path)
+    assert "not a vitq quantized checkpoint" in msg
