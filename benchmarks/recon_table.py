@@ -36,6 +36,7 @@ def peak_rss_mb() -> float:
 
 
 def parse_sets(pairs: tuple[str, ...]) -> dict:
+    """``("iters=40", "units=[\"blocks.0\"]")`` -> ``{"iters": 40, "units": ["blocks.0"]}`` (values are JSON)."""
     out = {}
     for pair in pairs:
         key, _, value = pair.partition("=")
@@ -50,11 +51,12 @@ def parse_sets(pairs: tuple[str, ...]) -> dict:
 @click.option("--preset", default="fast", show_default=True, help="Reconstruction preset (fast, full, ci).")
 @click.option("--pos", "pos_list", default=None, help="Comma-separated POS variants to run for pfcr (ablation).")
 @click.option("--set", "sets", multiple=True, help="Reconstruction override key=JSON, e.g. --set iters=40.")
+@click.option("--quant", "quant_sets", multiple=True, help="QuantConfig override key=JSON, e.g. --quant ln_reparam=false.")
 @click.option("--eval-limit", type=int, default=None, help="Evaluate on this many evaluation images.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def main(data: Path | None, methods: str, bits_spec: str, preset: str, pos_list: str | None, sets: tuple[str, ...],
-         eval_limit: int | None, device: str, out: Path) -> None:
+         quant_sets: tuple[str, ...], eval_limit: int | None, device: str, out: Path) -> None:
     logging.basicConfig(level=logging.WARNING)
     model = create_float_model(DEMO_MODEL, checkpoint=demo_checkpoint())
     data = data or demo_images()
@@ -70,7 +72,8 @@ def main(data: Path | None, methods: str, bits_spec: str, preset: str, pos_list:
             for pos in variants:
                 extra = {"pos": pos} if pos else {}
                 reconstructs = method not in ("minmax", "percentile", "mse")
-                runs.append(QuantConfig(w_bits=w, a_bits=a, method=method, recon={**recon, **extra} if reconstructs else {}))
+                runs.append(QuantConfig(w_bits=w, a_bits=a, method=method, recon={**recon, **extra} if reconstructs else {},
+                                        **parse_sets(quant_sets)))
     records = []
     for config in runs:
         torch.manual_seed(0)
