@@ -41,10 +41,6 @@ class ReconReport:
     losses: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
-    def to_dict(self) -> dict:
-        return {"method": self.method, "config": self.config.to_dict(), "levels": self.levels,
-                "losses": self.losses, "seconds": round(self.seconds, 1)}
-
 
 @dataclass
 class _Target:
@@ -55,24 +51,24 @@ class _Target:
     modules: list[nn.Module]
 
 
-def _layers(modules: Iterable[nn.Module]) -> list[nn.Module]:
+def _unique(modules: Iterable[nn.Module], keep: Callable[[nn.Module], bool]) -> list:
+    """Submodules of ``modules`` that pass ``keep``, once each, in execution (registration) order."""
     seen, out = set(), []
     for m in modules:
         for sub in m.modules():
-            if isinstance(sub, (QuantLinear, QuantConv2d)) and id(sub) not in seen:
+            if id(sub) not in seen and keep(sub):
                 seen.add(id(sub))
                 out.append(sub)
     return out
 
 
+def _layers(modules: Iterable[nn.Module]) -> list[nn.Module]:
+    return _unique(modules, lambda m: isinstance(m, (QuantLinear, QuantConv2d)))
+
+
 def _activation_quantizers(modules: Iterable[nn.Module]) -> list[UniformQuantizer]:
-    seen, out = set(), []
-    for m in modules:
-        for q in m.modules():
-            if (type(q) is UniformQuantizer and q.enabled and bool(q.initialized)) and id(q) not in seen:
-                seen.add(id(q))
-                out.append(q)
-    return out
+    """Activation quantizers with a learnable step (log quantizers and disabled ones are left alone)."""
+    return _unique(modules, lambda q: type(q) is UniformQuantizer and q.enabled and bool(q.initialized))
 
 
 class Reconstructor:

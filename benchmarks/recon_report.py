@@ -1,0 +1,31 @@
+"""Markdown tables for docs/reconstruction.md from the recon result records.
+
+    python benchmarks/recon_report.py benchmarks/results/recon_table*.json
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+COLUMNS = ("bits", "method", "pos", "ln_reparam", "n_images", "top1", "fp32_top1", "drop", "agreement", "kl", "seconds",
+           "device", "peak_rss_mb")
+
+
+def row(record: dict) -> list[str]:
+    values = {**record, "pos": record.get("recon", {}).get("pos", "-"),
+              "ln_reparam": record["config"].get("ln_reparam", False)}
+    return [f"{values[c]:.2f}" if isinstance(values[c], float) else str(values[c]) for c in COLUMNS]
+
+
+def main(paths: list[str]) -> None:
+    records = [r for p in paths for r in json.loads(Path(p).read_text())["records"]]
+    records.sort(key=lambda r: (r["bits"], r["method"]))
+    print("| " + " | ".join(COLUMNS) + " |")
+    print("|" + "---|" * len(COLUMNS))
+    for r in records:
+        print("| " + " | ".join(row(r)) + " |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
