@@ -175,10 +175,12 @@ def demo_cmd(bits_spec: str, method: str, limit: int | None, batch_size: int, re
                               desc="load evaluation images")
     click.echo(f"{DEMO_MODEL}: {sum(len(y) for _, y in calib)} calibration / "
                f"{sum(len(y) for _, y in evaluation)} evaluation images (bundled, disjoint classes)")
-    records = []
+    records, deployed = [], None
     for config in configs:
-        _, run = quantize_and_evaluate(model, DEMO_MODEL, config, calib, evaluation, dataset="bundled imagenet-sample")
+        qmodel, run = quantize_and_evaluate(model, DEMO_MODEL, config, calib, evaluation, dataset="bundled imagenet-sample")
         records.append(run.record())
+        if deployed is None and config.bits == "W8A8":
+            deployed = qmodel
         click.echo(f"  {config.bits} {method}: top-1 {run.quantized.top1:.2f} (fp32 {run.fp32.top1:.2f}), "
                    f"agreement {run.quantized.agreement:.1f} %")
     click.echo("")
@@ -187,6 +189,9 @@ def demo_cmd(bits_spec: str, method: str, limit: int | None, batch_size: int, re
                "(LayerNorm, softmax and GELU compute in float by design)")
     if results_file:
         write_results(results_file, records)
+    if deployed is not None:
+        click.echo("\nW8A8 in onnxruntime (CPU, 1 thread, batch 1): fp32 vs onnxruntime quantize_static vs vitq QDQ export")
+        click.echo(deployment_table(deployed, DEMO_MODEL, images_only(calib), evaluation)[0])
 
 
 @main.command("list")
@@ -202,6 +207,7 @@ if __name__ == "__main__":
     main()
 
 from vitq.bench.cli import bench_cmd  # noqa: E402 - deployment commands live with their packages
+from vitq.bench.demo import deployment_table  # noqa: E402
 from vitq.export.cli import export_cmd  # noqa: E402
 
 main.add_command(export_cmd)

@@ -25,7 +25,7 @@ from vitq.bench.variants import DEFAULT_VARIANTS, FLOAT_VARIANTS, FP32, VITQ_S8S
 from vitq.errors import VitqError
 from vitq.export.markers import export_reference
 from vitq.export.ort_format import convert_to_ort
-from vitq.export.parity import ParityReport, compare
+from vitq.export.parity import ParityReport, compare, torch_logits
 from vitq.export.runtime import open_session, session_options
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class BenchConfig:
     large_batch_runs: int = 8
     variants: tuple[str, ...] = DEFAULT_VARIANTS
     profile_runs: int = 20
+    accuracy: bool = True  # off for a second target of the same files (accuracy does not depend on it)
 
 
 @dataclass
@@ -77,6 +78,8 @@ class BenchReport:
         return out
 
     def accuracy_records(self) -> list[dict[str, Any]]:
+        if not self.accuracy:
+            return []
         fp32 = self.accuracy[FP32]
         out = []
         for name, acc in self.accuracy.items():
@@ -151,21 +154,26 @@ def benchmark(qmodel: nn.Module, model_name: str, calib_images: Sequence[torch.T
         raise VitqError("benchmark needs evaluation images")
     say = (lambda msg: log.warning("bench: %s", msg)) if progress else (lambda msg: None)
     variants = build_variants(qmodel, calib_images, workdir, config.variants, stem=model_name, progress=say)
-    reference = export_reference(qmodel)
     parity = {}
-    for name in VITQ_VARIANTS:
-        if name in variants:
-            say(f"parity {name} vs torch fake-quant")
-            parity[name] = compare(variants[name].path, reference, eval_batches)
+    if config.accuracy and any(name in variants for name in VITQ_VARIANTS):
+        say("torch fake-quant reference logits")
+        reference = export_reference(qmodel)
+        logits = torch_logits(reference, eval_batches)
+        for name in VITQ_VARIANTS:
+            if name in variants:
+                say(f"parity {name} vs torch fake-quant")
+                parity[name] = compare(variants[name].path, reference, eval_batches, logits)
     files = {n: v.path for n, v in variants.items()}
     if target.ort_format:
         say("convert to ORT format")
         files = {n: convert_to_ort(p) for n, p in files.items()}
     sessions = _Sessions(target, files)
-    cpu_accuracy = {n: open_session(p, session_options()) for n, p in files.items()}
-    say("accuracy")
+    acc = {}
+    if config.accuracy:
+        say("accuracy")
+        acc = accuracy({n: open_session(p, session_options()) for n, p in files.items()}, eval_batches, FP32, progress)
     report = BenchReport(model_name, bits, dataset, target, variants, {n: p.stat().st_size / 1e6 for n, p in files.items()},
-                         accuracy(cpu_accuracy, eval_batches, reference=FP32, progress=progress), parity)
+                         acc, parity)
     thread_counts = (target.threads,) if target.threads else config.threads
     for threads in thread_counts:
         live = {n: sessions.make(n, threads) for n in files}

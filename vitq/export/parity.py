@@ -56,16 +56,23 @@ def _split(batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[tor
 
 
 @torch.no_grad()
-def compare(onnx_path: str | Path, reference: nn.Module, batches: Iterable) -> ParityReport:
+def torch_logits(reference: nn.Module, batches: Iterable) -> list[np.ndarray]:
+    """The torch reference's logits per batch (computed once when several exports are compared)."""
+    reference.eval()
+    return [reference(_split(b)[0]).float().numpy() for b in batches]
+
+
+def compare(onnx_path: str | Path, reference: nn.Module, batches: Iterable,
+            reference_logits: list[np.ndarray] | None = None) -> ParityReport:
     """Run ORT CPU and the torch reference on the same batches (images, or (images, labels))."""
     session = open_session(onnx_path)
-    reference.eval()
+    batches = list(batches)
+    logits = reference_logits if reference_logits is not None else torch_logits(reference, batches)
     n = agree = ort_ok = torch_ok = 0
     labelled = True
     err_max, err_sum, err_count = 0.0, 0.0, 0
-    for batch in batches:
+    for batch, t in zip(batches, logits):
         x, y = _split(batch)
-        t = reference(x).float().numpy()
         o = run(session, x.numpy())
         diff = np.abs(o - t)
         err_max, err_sum, err_count = max(err_max, float(diff.max())), err_sum + float(diff.sum()), err_count + diff.size
