@@ -19,8 +19,9 @@ from vitq.quant.config import QuantConfig
 from vitq.workflow import quantize_and_evaluate
 
 EVAL_IMAGES = 100
-PFCR_TOP1_FLOOR = 0.0  # set from benchmarks/results/recon_ci.json
-MIN_AGREEMENT_GAIN = 0.0  # points of top-1 agreement with fp32 over mse
+# measured (recon_ci.json): pfcr top-1 33.0 / agreement 34.0, mse top-1 0.0 / agreement 0.0
+PFCR_TOP1_FLOOR = 20.0
+MIN_AGREEMENT_GAIN = 15.0  # points of top-1 agreement with fp32 over mse
 
 
 @pytest.mark.accuracy
