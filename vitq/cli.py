@@ -27,6 +27,8 @@ from vitq.models.loading import create_float_model
 from vitq.models.wrap import float_layers_left
 from vitq.quant.config import CALIBRATION_METHODS, FIRST_LAST_POLICIES, SOFTMAX_QUANTIZERS, QuantConfig, methods, parse_bits
 from vitq.recon import POS_VARIANTS, RECON_PRESETS
+from vitq.report import RESULTS_DIR, load_results, render
+from vitq.report import update_readme as readme_update
 from vitq.results import write_results
 from vitq.workflow import ACCURACY_COLUMNS, format_table, quantize_and_evaluate
 
@@ -192,6 +194,20 @@ def demo_cmd(bits_spec: str, method: str, limit: int | None, batch_size: int, re
     if deployed is not None:
         click.echo("\nW8A8 in onnxruntime (CPU, 1 thread, batch 1): fp32 vs onnxruntime quantize_static vs vitq QDQ export")
         click.echo(deployment_table(deployed, DEMO_MODEL, images_only(calib), evaluation)[0])
+
+
+@main.command("report")
+@click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=RESULTS_DIR, show_default=True)
+@click.option("--update-readme", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Rewrite the generated results block of this README instead of printing.")
+def report_cmd(results_dir: Path, update_readme: Path | None) -> None:
+    """Markdown tables of every result record under benchmarks/results/."""
+    results = load_results(results_dir)
+    if update_readme:
+        readme_update(update_readme, results)
+        click.echo(f"updated {update_readme} from {len(results)} results files")
+    else:
+        click.echo(render(results))
 
 
 @main.command("list")

@@ -1,0 +1,42 @@
+"""Accuracy regression for calibration alone (no reconstruction) on real weights and images.
+
+Thresholds come from benchmarks/results/baseline_deit_tiny.json (875 images) and the bundled
+demo run, with head-room for the smaller image count here (100 bundled evaluation images).
+"""
+import pytest
+
+from calib import eval_transform, load_batches, open_split
+from vitq.assets import DEMO_MODEL
+from vitq.models import create_float_model
+from vitq.quant import QuantConfig
+from vitq.workflow import quantize_and_evaluate
+
+
+@pytest.fixture(scope="module")
+def data(deit_checkpoint, sample_images):
+    model = create_float_model(DEMO_MODEL, checkpoint=deit_checkpoint)
+    transform = eval_transform(model)
+    calib = load_batches(open_split(sample_images, "calibration", transform), 32, progress=False)
+    evaluation = load_batches(open_split(sample_images, "evaluation", transform, limit=100), 50, progress=False)
+    return model, calib, evaluation
+
+
+@pytest.mark.accuracy
+def test_w8a8_mse_matches_fp32(data):
+    model, calib, evaluation = data
+    _, run = quantize_and_evaluate(model, DEMO_MODEL, QuantConfig(w_bits=8, a_bits=8, method="mse"), calib, evaluation,
+                                   "bundled", progress=False)
+    assert run.quantized.agreement >= 94.0
+    assert abs(run.fp32.top1 - run.quantized.top1) <= 3.0
+    assert run.quantized.kl < 0.03
+
+
+@pytest.mark.accuracy
+def test_ln_reparam_helps_at_w6a6(data):
+    model, calib, evaluation = data
+    kl = {}
+    for reparam in (False, True):
+        config = QuantConfig(w_bits=6, a_bits=6, method="mse", ln_reparam=reparam)
+        _, run = quantize_and_evaluate(model, DEMO_MODEL, config, calib, evaluation, "bundled", progress=False)
+        kl[reparam] = run.quantized.kl
+    assert kl[True] < 0.8 * kl[False]

@@ -1,0 +1,20 @@
+"""The README's results section is generated from benchmarks/results/ and must stay in sync."""
+from pathlib import Path
+
+from vitq.report import load_results, readme_block, render
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_results_match_records():
+    generated = render(load_results())
+    assert readme_block(ROOT / "README.md") == generated, "run `vitq report --update-readme README.md`"
+
+
+def test_every_results_file_has_provenance_and_records():
+    results = load_results()
+    assert results, "no results files"
+    for name, prov, records in results:
+        assert records, name
+        for key in ("command", "git_commit", "timestamp", "machine", "versions"):
+            assert key in prov, f"{name} lacks {key}"
