@@ -13,7 +13,9 @@ COLUMNS = ("bits", "method", "pos", "ln_reparam", "n_images", "top1", "fp32_top1
 
 
 def row(record: dict) -> list[str]:
-    values = {**record, "pos": record.get("recon", {}).get("pos", "-"),
+    # POS applies to pfcr only; brecq/adaround always run one joint stage
+    pos = record.get("recon", {}).get("pos", "-") if record["method"] == "pfcr" else ("joint" if "recon" in record else "-")
+    values = {**record, "pos": pos,
               "ln_reparam": record["config"].get("ln_reparam", False)}
     return [f"{values[c]:.2f}" if isinstance(values[c], float) else str(values[c]) for c in COLUMNS]
 
