@@ -15,7 +15,7 @@ from torch import nn
 from vitq.api import atomic_write
 from vitq.calibration import quantization_disabled
 from vitq.errors import VitqError
-from vitq.export.markers import MARKER_DOMAIN, Site, export_reference, mark_quantizers
+from vitq.export.markers import MARKER_DOMAIN, ExportMarker, Site, export_reference, mark_quantizers
 from vitq.export.qdq import INT4_OPSET, insert_qdq
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def torch_to_onnx(model: nn.Module, shape: tuple[int, ...], opset: int = DEFAULT
             model.eval(), (torch.zeros(shape),), buffer, dynamo=False, opset_version=opset,
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            custom_opsets={MARKER_DOMAIN: 1},
+            custom_opsets={MARKER_DOMAIN: 1} if any(isinstance(m, ExportMarker) for m in model.modules()) else None,
         )
     return onnx.load_from_string(buffer.getvalue())
 

@@ -69,6 +69,14 @@ def container_for(site: Site, weight_container: str, activation_type: str) -> tu
     raise VitqError(f"quantizer {site.name}: grid [{qp.qmin}, {qp.qmax}] fits no ONNX integer type")
 
 
+def pack_4bit(codes: np.ndarray) -> bytes:
+    """Two 4-bit codes per byte, first element in the low nibble (ONNX int4/uint4 raw layout)."""
+    nibbles = codes.astype(np.int64).ravel() & 0x0F
+    if nibbles.size % 2:
+        nibbles = np.append(nibbles, 0)
+    return (nibbles[0::2] | (nibbles[1::2] << 4)).astype(np.uint8).tobytes()
+
+
 class QDQRewriter:
     """Replaces markers in one graph; keeps node order so the graph stays topologically sorted."""
 
@@ -92,7 +100,7 @@ class QDQRewriter:
 
     def _const(self, name: str, array: np.ndarray, dtype: int | None = None) -> str:
         if dtype in (TensorProto.INT4, TensorProto.UINT4):
-            tensor = helper.make_tensor(name, dtype, array.shape, array.flatten().tolist())
+            tensor = helper.make_tensor(name, dtype, array.shape, pack_4bit(array), raw=True)
         else:
             tensor = numpy_helper.from_array(array, name)
         self.new_initializers.append(tensor)
