@@ -42,7 +42,8 @@ def markdown(report: BenchReport, command: str, machine: str) -> str:
         "",
         f"## Accuracy ({report.dataset}, onnxruntime CPU)",
         "",
-        _markdown(report.accuracy_records(), ACCURACY_COLUMNS),
+        _markdown(report.accuracy_records(), ACCURACY_COLUMNS) if report.accuracy else
+        "Not measured in this run (measured once per set of files, with the first target).",
         "",
         "## Speed",
         "",
