@@ -19,9 +19,12 @@ from calib.loaders import images_only, load_batches
 from calib.transforms import eval_transform
 from vitq.api import load_quantized, quantize, save_quantized
 from vitq.assets import DEMO_MODEL, demo_checkpoint, demo_images
+from vitq.bench.cli import bench_cmd
+from vitq.bench.demo import deployment_table
 from vitq.calibration import FloatView
 from vitq.errors import VitqError
 from vitq.evaluate import evaluate
+from vitq.export.cli import export_cmd
 from vitq.models.families import FAMILIES
 from vitq.models.loading import create_float_model
 from vitq.models.wrap import float_layers_left
@@ -222,9 +225,6 @@ def list_cmd() -> None:
 if __name__ == "__main__":
     main()
 
-from vitq.bench.cli import bench_cmd  # noqa: E402 - deployment commands live with their packages
-from vitq.bench.demo import deployment_table  # noqa: E402
-from vitq.export.cli import export_cmd  # noqa: E402
 
 main.add_command(export_cmd)
 main.add_command(bench_cmd)
