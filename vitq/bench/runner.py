@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import onnx
 import onnxruntime as ort
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from calib.loaders import Batch
 from vitq.bench.measure import Accuracy, Latency, accuracy, interleaved_latency, op_profile
@@ -152,7 +154,7 @@ def benchmark(qmodel: nn.Module, model_name: str, calib_images: Sequence[torch.T
         raise VitqError(f"unknown variant(s) {unknown}; choose from {', '.join(DEFAULT_VARIANTS)}")
     if not eval_batches:
         raise VitqError("benchmark needs evaluation images")
-    say = (lambda msg: log.warning("bench: %s", msg)) if progress else (lambda msg: None)
+    say = (lambda msg: tqdm.write(f"bench: {msg}", file=sys.stderr)) if progress else (lambda msg: None)
     variants = build_variants(qmodel, calib_images, workdir, config.variants, stem=model_name, progress=say)
     parity = {}
     if config.accuracy and any(name in variants for name in VITQ_VARIANTS):

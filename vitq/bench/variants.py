@@ -62,12 +62,16 @@ def ort_quantize_static(fp32: Path, out: Path, calib_images: Sequence[torch.Tens
     per-channel int8 weights, uint8 activations, MinMax over the same calibration images, all ops)."""
     def write(tmp: Path) -> None:
         pre = tmp.with_suffix(".pre.onnx")
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # onnxruntime's quantizer warns per LayerNorm weight on the root logger
         try:
             quant_pre_process(str(fp32), str(pre))
             quantize_static(str(pre), str(tmp), _Images(calib_images), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             extra_options={"CalibMaxIntermediateOutputs": 4})
         finally:
+            root.setLevel(level)
             pre.unlink(missing_ok=True)
     return atomic_write(out, write)
 
