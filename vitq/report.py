@@ -33,6 +33,8 @@ def setting(record: dict[str, Any]) -> str:
     parts = [f"{k}={v}" for k, v in sorted(config.get("recon", {}).items())]
     if config.get("softmax_quantizer", "uniform") != "uniform":
         parts.append(f"softmax={config['softmax_quantizer']}")
+    if record.get("method") == "percentile" and config.get("percentile", 99.99) != 99.99:
+        parts.append(f"percentile={config['percentile']}")
     if config.get("ln_reparam") is False:
         parts.append("no-ln-reparam")
     return ", ".join(parts)
