@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from calib import eval_transform, load_batches, open_split
+from calib import eval_transform, load_splits
 from vitq.models import create_float_model
 from vitq.quant import QuantConfig, parse_bits
 from vitq.results import write_results
@@ -36,8 +36,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = create_float_model(MODEL, checkpoint=args.checkpoint)
     transform = eval_transform(model)
-    calib = load_batches(open_split(args.data, "calibration", transform), 32, desc="calibration images")
-    evaluation = load_batches(open_split(args.data, "evaluation", transform, limit=args.limit), 50, desc="evaluation images")
+    calib, evaluation = load_splits(args.data, transform, args.limit)
     records = []
     for bits in args.bits.split(","):
         w, a = parse_bits(bits)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from calib import eval_transform, images_only, load_batches, open_split
+from calib import eval_transform, images_only, load_splits
 from vitq.api import atomic_write, load_quantized, quantize
 from vitq.bench.report import accuracy_table, markdown, speed_table
 from vitq.bench.runner import BenchConfig, benchmark
@@ -51,8 +51,7 @@ def main() -> None:
     else:
         qmodel, bits = None, "W8A8"
     transform = eval_transform(qmodel or create_float_model(MODEL, checkpoint=args.checkpoint))
-    calib = load_batches(open_split(args.data, "calibration", transform), 32, desc="calibration images")
-    evaluation = load_batches(open_split(args.data, "evaluation", transform, limit=args.limit), 32, desc="evaluation images")
+    calib, evaluation = load_splits(args.data, transform, args.limit)
     if qmodel is None:
         model = create_float_model(MODEL, checkpoint=args.checkpoint)
         qmodel = quantize(model, MODEL, images_only(calib), QuantConfig(method=args.method), inplace=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from calib import eval_transform, images_only, load_batches, open_split
+from calib import eval_transform, images_only, load_splits
 from vitq.api import quantize
 from vitq.calibration import FloatView
 from vitq.evaluate import evaluate
@@ -46,8 +46,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = create_float_model(MODEL, checkpoint=args.checkpoint)
     transform = eval_transform(model)
-    calib = load_batches(open_split(args.data, "calibration", transform), 32, desc="calibration images")
-    evaluation = load_batches(open_split(args.data, "evaluation", transform, limit=args.limit), 32, desc="evaluation images")
+    calib, evaluation = load_splits(args.data, transform, args.limit)
     records = []
     with tempfile.TemporaryDirectory(prefix="vitq-lowbit-") as tmp:
         for spec in args.bits.split(","):

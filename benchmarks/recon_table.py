@@ -20,8 +20,7 @@ from pathlib import Path
 import click
 import torch
 
-from calib.datasets import open_split
-from calib.loaders import load_batches
+from calib.loaders import load_splits
 from calib.transforms import eval_transform
 from vitq.assets import DEMO_MODEL, demo_checkpoint, demo_images
 from vitq.models.loading import create_float_model
@@ -61,8 +60,7 @@ def main(data: Path | None, methods: str, bits_spec: str, preset: str, pos_list:
     model = create_float_model(DEMO_MODEL, checkpoint=demo_checkpoint())
     data = data or demo_images()
     transform = eval_transform(model)
-    calib = load_batches(open_split(data, "calibration", transform), 32, desc="calibration images")
-    evaluation = load_batches(open_split(data, "evaluation", transform, limit=eval_limit), 32, desc="evaluation images")
+    calib, evaluation = load_splits(data, transform, eval_limit)
     recon = {"preset": preset, **parse_sets(sets)}
     runs = []
     for bits in bits_spec.split(","):

@@ -5,9 +5,14 @@ reusing tensors keeps those runs fast and guarantees every variant sees identica
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
+
+from calib.datasets import open_split
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -21,3 +26,12 @@ def load_batches(dataset: Dataset, batch_size: int = 32, progress: bool = True, 
 
 def images_only(batches: list[Batch]) -> list[torch.Tensor]:
     return [x for x, _ in batches]
+
+
+def load_splits(path: str | Path, transform: Callable, eval_limit: int | None = None, batch_size: int = 32,
+                progress: bool = True) -> tuple[list[Batch], list[Batch]]:
+    """Calibration and evaluation batches of the data at ``path`` (disjoint splits, see calib.datasets)."""
+    calib = load_batches(open_split(path, "calibration", transform), batch_size, progress, desc="load calibration images")
+    evaluation = load_batches(open_split(path, "evaluation", transform, limit=eval_limit), batch_size, progress,
+                              desc="load evaluation images")
+    return calib, evaluation

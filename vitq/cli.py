@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from calib.datasets import open_split
-from calib.loaders import images_only, load_batches
+from calib.loaders import images_only, load_batches, load_splits
 from calib.transforms import eval_transform
 from vitq.api import load_quantized, quantize, save_quantized
 from vitq.assets import DEMO_MODEL, demo_checkpoint, demo_images
@@ -33,7 +33,7 @@ from vitq.recon import POS_VARIANTS, RECON_PRESETS
 from vitq.report import RESULTS_DIR, load_results, render
 from vitq.report import update_readme as readme_update
 from vitq.results import write_results
-from vitq.workflow import ACCURACY_COLUMNS, format_table, quantize_and_evaluate
+from vitq.workflow import ACCURACY_COLUMNS, AccuracyRun, format_table, quantize_and_evaluate
 
 log = logging.getLogger("vitq")
 
@@ -146,14 +146,8 @@ def eval_cmd(qcheckpoint: Path, data: Path | None, limit: int | None, batch_size
     dataset = open_split(data_path, "evaluation", eval_transform(qmodel), limit=limit)
     batches = load_batches(dataset, batch_size, desc="load evaluation images")
     results = evaluate({"fp32": FloatView(qmodel), "quant": qmodel}, batches, device=device)
-    q, f = results["quant"], results["fp32"]
-    record = {
-        "model": header["model_name"], "dataset": str(data_path), "n_images": q.n_images, "method": config.method,
-        "bits": config.bits, "top1": round(q.top1, 3), "top5": round(q.top5, 3), "fp32_top1": round(f.top1, 3),
-        "fp32_top5": round(f.top5, 3), "drop": round(f.top1 - q.top1, 3), "agreement": round(q.agreement, 3),
-        "kl": round(q.kl, 5), "device": device, "seconds": header["meta"].get("seconds", 0.0),
-        "float_layers": float_layers_left(qmodel), "config": config.to_dict(),
-    }
+    record = AccuracyRun(header["model_name"], str(data_path), config, results["quant"], results["fp32"],
+                         header["meta"].get("seconds", 0.0), device, float_layers_left(qmodel)).record()
     if results_file:
         write_results(results_file, [record])
     if as_json:
@@ -175,9 +169,7 @@ def demo_cmd(bits_spec: str, method: str, limit: int | None, batch_size: int, re
     configs = [QuantConfig(w_bits=w, a_bits=a, method=method) for w, a in bits_list(bits_spec)]
     model = create_float_model(DEMO_MODEL, checkpoint=demo_checkpoint())
     transform = eval_transform(model)
-    calib = load_batches(open_split(demo_images(), "calibration", transform), batch_size, desc="load calibration images")
-    evaluation = load_batches(open_split(demo_images(), "evaluation", transform, limit=limit), batch_size,
-                              desc="load evaluation images")
+    calib, evaluation = load_splits(demo_images(), transform, limit, batch_size)
     click.echo(f"{DEMO_MODEL}: {sum(len(y) for _, y in calib)} calibration / "
                f"{sum(len(y) for _, y in evaluation)} evaluation images (bundled, disjoint classes)")
     records, deployed = [], None
@@ -222,9 +214,8 @@ def list_cmd() -> None:
     click.echo(f"first/last policies: {', '.join(FIRST_LAST_POLICIES)}; softmax quantizers: {', '.join(SOFTMAX_QUANTIZERS)}")
 
 
-if __name__ == "__main__":
-    main()
-
-
 main.add_command(export_cmd)
 main.add_command(bench_cmd)
+
+if __name__ == "__main__":
+    main()

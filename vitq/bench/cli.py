@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from calib.datasets import open_split
-from calib.loaders import images_only, load_batches
+from calib.loaders import images_only, load_splits
 from calib.transforms import eval_transform
 from vitq.api import atomic_write, load_quantized
 from vitq.assets import demo_images
@@ -55,8 +54,7 @@ def bench_cmd(qcheckpoint: Path, target: str, data: Path | None, limit: int | No
     qmodel, header = load_quantized(qcheckpoint)
     transform = eval_transform(qmodel)
     data_path = data or demo_images()
-    calib = load_batches(open_split(data_path, "calibration", transform), 32, desc="load calibration images")
-    evaluation = load_batches(open_split(data_path, "evaluation", transform, limit=limit), 32, desc="load evaluation images")
+    calib, evaluation = load_splits(data_path, transform, limit)
     with tempfile.TemporaryDirectory(prefix="vitq-bench-") as tmp:
         report = benchmark(qmodel, header["model_name"], images_only(calib), evaluation, workdir or Path(tmp), config,
                            dataset=str(data_path), bits=header["config"].bits)
