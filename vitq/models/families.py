@@ -21,6 +21,7 @@ class Family:
     patterns: tuple[str, ...]
     first: tuple[str, ...]
     last: tuple[str, ...]
+    hybrid: bool = False  # convolution + attention: BatchNorm is folded into convolutions before wrapping
 
     def matches(self, model_name: str) -> bool:
         return any(fnmatch.fnmatchcase(model_name, p) for p in self.patterns)
@@ -35,6 +36,13 @@ def register_family(family: Family) -> Family:
 
 register_family(Family("vit", ("vit_*", "deit_*", "deit3_*"), first=("patch_embed.proj",), last=("head", "head_dist")))
 register_family(Family("swin", ("swin_*",), first=("patch_embed.proj",), last=("head.fc",)))
+register_family(Family("mobilevit", ("mobilevit_*",), first=("stem.conv",), last=("head.fc",), hybrid=True))
+register_family(Family("mobilevitv2", ("mobilevitv2_*",), first=("stem.conv",), last=("head.fc",), hybrid=True))
+register_family(Family("efficientformer", ("efficientformer_l*",), first=("stem.conv1",), last=("head", "head_dist"),
+                       hybrid=True))
+register_family(Family("efficientformerv2", ("efficientformerv2_*",), first=("stem.conv1.conv",),
+                       last=("head", "head_dist"), hybrid=True))
+register_family(Family("mobile_former", ("mobile_former_*",), first=("stem.conv",), last=("head.fc",), hybrid=True))
 
 
 def family_for(model_name: str) -> Family:
