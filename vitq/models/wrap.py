@@ -13,7 +13,7 @@ from torch import nn
 from vitq.models.attention import ATTENTION_MAP
 from vitq.models.families import Family, family_for
 from vitq.quant.config import QuantConfig
-from vitq.quant.modules import QuantConv2d, QuantLinear, QuantMatMul
+from vitq.quant.modules import MatMul, QuantConv2d, QuantLinear, QuantMatMul
 from vitq.quant.quantizer import LogQuantizer, Quantizer, UniformQuantizer
 
 
@@ -72,6 +72,9 @@ def wrap_model(model: nn.Module, model_name: str, config: QuantConfig) -> nn.Mod
             av = QuantMatMul(factory.probabilities(f"{name}.av_matmul.a_quant", name),
                              factory.activation(f"{name}.av_matmul.b_quant", name))
             _set_child(model, name, quant_cls(module, qk, av))
+        elif type(module) is MatMul:
+            a_quant = factory.probabilities if module.probabilities else factory.activation
+            _set_child(model, name, QuantMatMul(a_quant(f"{name}.a_quant", name), factory.activation(f"{name}.b_quant", name)))
     for name, module in list(model.named_modules()):
         if type(module) is nn.Linear:
             new: nn.Module = QuantLinear(module, factory.activation(f"{name}.input_quant", name),

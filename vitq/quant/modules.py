@@ -52,6 +52,19 @@ class QuantConv2d(nn.Module):
         )
 
 
+class MatMul(nn.Module):
+    """Float ``a @ b`` as a module, for model code written in vitq (e.g. Mobile-Former): ``wrap_model``
+    swaps it for a :class:`QuantMatMul`. ``probabilities`` marks ``a`` as softmax output, so it gets the
+    config's softmax quantizer."""
+
+    def __init__(self, probabilities: bool = False) -> None:
+        super().__init__()
+        self.probabilities = probabilities
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a @ b
+
+
 class QuantMatMul(nn.Module):
     """``a @ b`` with both operands quantized (attention's q @ k^T and probs @ v)."""
 
