@@ -5,8 +5,10 @@ local files (``--checkpoint``) so nothing is fetched at run time.
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -18,6 +20,9 @@ from vitq.models.families import family_for
 log = logging.getLogger(__name__)
 
 STATE_DICT_KEYS = ("state_dict", "model", "model_state", "model_ema", "module")
+# safetensors metadata key for the model spec a vitq training run stores (benchmarks/train_cifar10.py):
+# {"model": timm name, "kwargs": create_model kwargs, "data_config": overrides of the timm data config}
+CHECKPOINT_META_KEY = "vitq.model"
 
 
 def check_model_name(model_name: str) -> None:
@@ -52,6 +57,28 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
+def checkpoint_spec(path: str | Path) -> dict[str, Any] | None:
+    """The model spec stored in a vitq-made safetensors checkpoint, or None for any other file."""
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            raw = (f.metadata() or {}).get(CHECKPOINT_META_KEY)
+        return json.loads(raw) if raw else None
+    except Exception:  # noqa: BLE001 - an unreadable file is reported by read_state_dict
+        return None
+
+
+def _classifier_hint(key: str, theirs: torch.Tensor, ours: torch.Tensor) -> str:
+    """Name the usual cause of a head shape mismatch: a different number of classes."""
+    if key.rsplit(".", 1)[0].split(".")[0] in ("head", "fc", "classifier", "head_dist") and theirs.dim() >= 1:
+        return f"; the checkpoint's classifier has {theirs.shape[0]} classes, the model {ours.shape[0]} (set num_classes)"
+    return ""
+
+
 def load_matching(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str, model_name: str) -> None:
     """load_state_dict(strict) that explains a mismatch in one line instead of a page."""
     own = model.state_dict()
@@ -66,7 +93,8 @@ def load_matching(model: nn.Module, state_dict: dict[str, torch.Tensor], source:
             parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
         if shapes:
             k = shapes[0]
-            parts.append(f"{len(shapes)} shape mismatches (e.g. {k}: {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)})")
+            parts.append(f"{len(shapes)} shape mismatches (e.g. {k}: {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)})"
+                         + _classifier_hint(k, state_dict[k], own[k]))
         raise VitqError(f"checkpoint {source} does not fit {model_name}: {'; '.join(parts)}")
     model.load_state_dict(state_dict, strict=True)
 
@@ -77,15 +105,31 @@ def create_float_model(
     pretrained: bool = False,
     num_classes: int | None = None,
 ) -> nn.Module:
-    """A float timm model in eval mode: random init, a local checkpoint, or (explicitly) hub weights."""
+    """A float timm model in eval mode: random init, a local checkpoint, or (explicitly) hub weights.
+
+    A checkpoint made by vitq's training script carries its model spec (number of classes, input
+    size): the model is built to match it and its timm data config is updated, so evaluation uses
+    the resolution the model was trained at.
+    """
     check_model_name(model_name)
     if checkpoint is not None and pretrained:
         raise VitqError("use either --checkpoint or --pretrained, not both")
-    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    spec = checkpoint_spec(checkpoint) if checkpoint is not None else None
+    kwargs: dict[str, Any] = dict(spec["kwargs"]) if spec else {}
+    if spec and spec["model"] != model_name:
+        raise VitqError(f"checkpoint {checkpoint} was trained for {spec['model']}, not {model_name}")
+    if num_classes is not None:
+        if spec and kwargs.get("num_classes", num_classes) != num_classes:
+            raise VitqError(f"checkpoint {checkpoint} has a {kwargs['num_classes']}-class classifier, "
+                            f"but {num_classes} classes were requested")
+        kwargs["num_classes"] = num_classes
     try:
         model = timm.create_model(model_name, pretrained=pretrained, **kwargs)
     except Exception as e:  # noqa: BLE001 - hub/network failures surface as one line
         raise VitqError(f"cannot create {model_name} (pretrained={pretrained}): {str(e).splitlines()[0][:200]}") from None
+    if spec and spec.get("data_config"):
+        data_config = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["data_config"].items()}
+        model.pretrained_cfg = {**model.pretrained_cfg, **data_config}
     if checkpoint is not None:
         load_matching(model, read_state_dict(checkpoint), str(checkpoint), model_name)
         log.info("loaded %s from %s", model_name, checkpoint)

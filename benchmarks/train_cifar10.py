@@ -1,0 +1,180 @@
+"""Train a hybrid ViT on CIFAR-10 (upsampled) to get a real checkpoint for Q-HyViT experiments.
+
+No hybrid ImageNet weights can be downloaded here, so every hybrid family gets a CIFAR-10
+checkpoint made by this script. Images are decoded once, resized to ``--img-size`` with PIL bicubic
+(exactly what ``calib.transforms.eval_transform`` does with crop_pct 1.0, which the checkpoint
+records), and cached as uint8 arrays; training augments on tensors (random crop with padding, flip).
+
+The learning-rate schedule is a cosine over ``--epochs`` or over ``--max-minutes``, whichever ends
+first, so a time-boxed CPU run still finishes with a decayed learning rate.
+
+    python benchmarks/train_cifar10.py --model mobilevit_xxs --epochs 30 --max-minutes 25
+
+Writes ``assets/cifar10/<model>.safetensors`` (fp16, with the model kwargs and data config as
+metadata so ``vitq`` rebuilds the model without extra flags) and
+``benchmarks/results/train_cifar10_<model>.json`` (fp32 test top-1 on all 10,000 test images).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+import vitq.models  # noqa: F401 - registers Mobile-Former with timm
+from calib.datasets import CIFAR10_CLASSES
+from vitq.models.loading import CHECKPOINT_META_KEY
+from vitq.results import write_results
+
+UNDER_TRAINED_BELOW = 85.0
+REPO = Path(__file__).resolve().parents[1]
+
+
+def decode_split(archive: Path, size: int, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(N, size, size, 3) uint8 images and (N,) labels of a CIFAR-10 tar, cached after the first run."""
+    cache = cache_dir / f"{archive.name.split('.')[0]}_{size}.npz"
+    if cache.exists():
+        data = np.load(cache)
+        return data["x"], data["y"]
+    images, labels = [], []
+    with tarfile.open(archive) as tar:
+        members = sorted((m for m in tar.getmembers() if m.isfile() and Path(m.name).parts[-2:-1]
+                          and Path(m.name).parts[-2] in CIFAR10_CLASSES), key=lambda m: m.name)
+        for m in tqdm(members, desc=f"decode {archive.name}", unit="img"):
+            image = Image.open(io.BytesIO(tar.extractfile(m).read())).convert("RGB")
+            images.append(np.asarray(image.resize((size, size), Image.BICUBIC)))
+            labels.append(CIFAR10_CLASSES.index(Path(m.name).parts[-2]))
+    x, y = np.stack(images), np.asarray(labels, dtype=np.int64)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, x=x, y=y)
+    return x, y
+
+
+def to_input(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return (x.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+
+
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random crop with size/8 zero padding and horizontal flip on a (B, H, W, 3) uint8 batch."""
+    b, h, w, _ = x.shape
+    pad = h // 8
+    padded = F.pad(x, (0, 0, pad, pad, pad, pad))
+    dy, dx = torch.randint(0, 2 * pad + 1, (2,), generator=gen).tolist()
+    out = padded[:, dy:dy + h, dx:dx + w]
+    flip = torch.rand(b, generator=gen) < 0.5
+    out[flip] = out[flip].flip(2)
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> float:
+    model.eval()
+    correct = 0
+    for i in range(0, len(x), 500):
+        logits = model(to_input(torch.from_numpy(x[i:i + 500]), mean, std))
+        correct += int((logits.argmax(1) == torch.from_numpy(y[i:i + 500])).sum())
+    return 100.0 * correct / len(x)
+
+
+def display_path(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
+
+
+def model_kwargs(name: str, size: int) -> dict:
+    """efficientformerv2 sizes its attention biases from ``img_size``; the others take any input size."""
+    return {"num_classes": 10, **({"img_size": size} if name.startswith("efficientformerv2") else {})}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="folder with cifar10-*.tar.gz")
+    ap.add_argument("--img-size", type=int, default=64)
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--max-minutes", type=float, default=None, help="time box; the cosine schedule fits into it")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--weight-decay", type=float, default=0.05)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out-dir", type=Path, default=REPO / "assets" / "cifar10")
+    ap.add_argument("--cache-dir", type=Path, default=REPO / ".cache")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+
+    x_train, y_train = decode_split(args.data / "cifar10-train.tar.gz", args.img_size, args.cache_dir)
+    x_test, y_test = decode_split(args.data / "cifar10-test.tar.gz", args.img_size, args.cache_dir)
+    kwargs = model_kwargs(args.model, args.img_size)
+    model = timm.create_model(args.model, **kwargs)
+    cfg = timm.data.resolve_model_data_config(model)
+    mean, std = (torch.tensor(cfg[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    steps_per_epoch = len(x_train) // args.batch_size
+    total = steps_per_epoch * args.epochs
+    budget = args.max_minutes * 60 if args.max_minutes else math.inf
+    start, step, epoch = time.perf_counter(), 0, 0
+    bar = tqdm(total=total, desc=f"train {args.model}", unit="step")
+    while step < total:
+        model.train()
+        perm = torch.randperm(len(x_train), generator=gen)
+        for i in range(steps_per_epoch):
+            progress = max(step / total, (time.perf_counter() - start) / budget)
+            if progress >= 1.0:
+                break
+            warm = min(1.0, step / (0.5 * steps_per_epoch))
+            for group in opt.param_groups:
+                group["lr"] = args.lr * warm * 0.5 * (1.0 + math.cos(math.pi * progress))
+            idx = perm[i * args.batch_size:(i + 1) * args.batch_size]
+            xb = to_input(augment(torch.from_numpy(x_train[idx.numpy()]), gen), mean, std)
+            loss = F.cross_entropy(model(xb), torch.from_numpy(y_train[idx.numpy()]), label_smoothing=0.1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
+        else:
+            epoch += 1
+            continue
+        break
+    bar.close()
+    train_minutes = (time.perf_counter() - start) / 60
+
+    # Store fp16 (half the size); accuracy is measured on the stored weights, reloaded as fp32.
+    data_config = {"input_size": [3, args.img_size, args.img_size], "crop_pct": 1.0, "interpolation": "bicubic"}
+    meta = {CHECKPOINT_META_KEY: json.dumps({"model": args.model, "kwargs": kwargs, "data_config": data_config})}
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = args.out_dir / f"{args.model}.safetensors"
+    state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(ckpt), metadata=meta)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    top1 = evaluate(model, x_test, y_test, mean, std)
+    params = sum(p.numel() for p in model.parameters())
+    record = {
+        "model": args.model, "dataset": "cifar10-test", "n_images": len(x_test), "method": "fp32", "bits": "fp32",
+        "top1": round(top1, 2), "top5": None, "fp32_top1": round(top1, 2), "drop": 0.0, "agreement": 100.0,
+        "device": "cpu", "seconds": round(train_minutes * 60, 1), "params_m": round(params / 1e6, 3),
+        "under_trained": top1 < UNDER_TRAINED_BELOW, "epochs_completed": round(step / steps_per_epoch, 2),
+        "train_steps": step, "checkpoint": display_path(ckpt), "config": {**vars(args), **data_config},
+    }
+    write_results(REPO / "benchmarks" / "results" / f"train_cifar10_{args.model}.json", [record])
+    print(json.dumps({k: record[k] for k in ("model", "top1", "epochs_completed", "under_trained", "seconds")}))
+
+
+if __name__ == "__main__":
+    main()
