@@ -116,5 +116,5 @@ def test_module_names_for_quantization():
 
 
 def test_pretrained_raises_clear_error():
-    with pytest.raises(VitqError, match="no pretrained Mobile-Former weights"):
+    with pytest.raises(VitqError, match="no pretrained weights"):
         timm.create_model("mobile_former_26m", pretrained=True)

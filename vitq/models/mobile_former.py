@@ -14,7 +14,7 @@ global tokens, joined by a two-way bridge. Per block, in order:
 * ``former_to_mobile``: the map queries the tokens (keys/values projected from the tokens, none on the map side).
 
 Rows of the configs below are the paper's per-model specification (appendix tables of the paper; the same rows
-as the authors' released model definitions). No weights exist, so ``pretrained=True`` is an error.
+as the authors' released model definitions). No weights fit this code, so ``pretrained=True`` is an error.
 """
 from __future__ import annotations
 
@@ -377,7 +377,10 @@ def _init_weights(module: nn.Module) -> None:
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> MobileFormer:
     if pretrained:
-        raise VitqError(f"{variant}: no pretrained Mobile-Former weights exist; use pretrained=False and load a local checkpoint")
+        raise VitqError(
+            f"{variant}: no pretrained weights for vitq's Mobile-Former (none on the timm hub; the authors' checkpoints use "
+            "another layout); use pretrained=False and load a local checkpoint"
+        )
     return build_model_with_cfg(MobileFormer, variant, pretrained=False, model_cfg=MODEL_CFGS[variant], **kwargs)
 
 
