@@ -7,9 +7,12 @@ import torch
 from torch import nn
 
 import vitq.models  # noqa: F401  (registers mobile_former_* with timm)
+from vitq.calibration import quantization_disabled
 from vitq.errors import VitqError
+from vitq.models import wrap_model
 from vitq.models.mobile_former import MobileFormerBlock
-from vitq.quant.modules import MatMul
+from vitq.quant import QuantConfig
+from vitq.quant.modules import MatMul, QuantMatMul
 
 # Paper (Chen et al., CVPR 2022), ImageNet table: name -> (params in M, MAdds in M at 224 px).
 PAPER = {
@@ -113,6 +116,18 @@ def test_module_names_for_quantization():
     for prev, mod in zip(ordered, ordered[1:]):
         if isinstance(mod, nn.BatchNorm2d):
             assert isinstance(prev, nn.Conv2d) and prev.out_channels == mod.num_features
+
+
+def test_wrap_model_quantizes_every_attention_matmul():
+    model = timm.create_model("mobile_former_26m", num_classes=10).eval()
+    n_matmul = sum(isinstance(m, MatMul) for m in model.modules())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+        q = wrap_model(model, "mobile_former_26m", QuantConfig())
+        assert sum(isinstance(m, QuantMatMul) for m in q.modules()) == n_matmul
+        with quantization_disabled(q):
+            torch.testing.assert_close(q(x), ref)
 
 
 def test_pretrained_raises_clear_error():

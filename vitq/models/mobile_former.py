@@ -39,7 +39,7 @@ class MobileFormerCfg:
     ``blocks`` rows are ``(exp1, out, stride, exp2)``: ``exp2 == 0`` is the bneck-lite block (depthwise expansion by
     ``exp1`` + pointwise projection, no bridge); a stride-2 row is the downsampling Mobile-Former block (depthwise
     expansion by ``exp1`` with stride 2, projection, depthwise expansion of ``out`` by ``exp2``, projection); other
-    rows are the standard block (pointwise expansion by ``exp1``, depthwise, projection).
+    rows are the standard block (pointwise expansion by ``exp1``, depthwise, projection; ``exp2`` unused).
     """
 
     stem: int
