@@ -26,7 +26,7 @@ from vitq.calibration import calibrate
 from vitq.errors import VitqError
 from vitq.models.ln_reparam import fold_ln_scales, per_channel_ln_inputs
 from vitq.models.loading import create_float_model
-from vitq.models.wrap import wrap_model
+from vitq.models.wrap import apply_layouts, quantizer_layouts, wrap_model
 from vitq.quant.config import QuantConfig, recon_config
 from vitq.recon import attach_learned_rounding, reconstruct
 
@@ -81,7 +81,9 @@ def save_quantized(path: str | Path, model: nn.Module, model_name: str, config: 
         "version": CHECKPOINT_VERSION,
         "model_name": model_name,
         "num_classes": int(getattr(model, "num_classes", 0)),
+        "spec": getattr(model, "vitq_spec", None),
         "config": config.to_dict(),
+        "layouts": quantizer_layouts(model),
         "meta": {"saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(meta or {})},
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
@@ -100,8 +102,10 @@ def load_quantized(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise VitqError(f"{path} is not a vitq quantized checkpoint (make one with `vitq quantize`)")
     config = QuantConfig.from_dict(payload["config"])
-    model = create_float_model(payload["model_name"], num_classes=payload["num_classes"] or None)
+    spec = payload.get("spec")
+    model = create_float_model(payload["model_name"], num_classes=None if spec else payload["num_classes"] or None, spec=spec)
     qmodel = wrap_model(model, payload["model_name"], config)
+    apply_layouts(qmodel, payload.get("layouts", {}))
     if config.reconstructs:
         attach_learned_rounding(qmodel)
     try:

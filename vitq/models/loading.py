@@ -104,22 +104,27 @@ def create_float_model(
     checkpoint: str | Path | None = None,
     pretrained: bool = False,
     num_classes: int | None = None,
+    spec: dict[str, Any] | None = None,
 ) -> nn.Module:
     """A float timm model in eval mode: random init, a local checkpoint, or (explicitly) hub weights.
 
-    A checkpoint made by vitq's training script carries its model spec (number of classes, input
-    size): the model is built to match it and its timm data config is updated, so evaluation uses
-    the resolution the model was trained at.
+    A checkpoint made by vitq's training script carries its model spec (``create_model`` kwargs such
+    as the number of classes and input size, and data-config overrides): the model is built to
+    match it, its timm data config is updated so evaluation uses the trained resolution, and the
+    spec is kept as ``model.vitq_spec`` so quantized checkpoints can rebuild the same model
+    (``spec`` passes it back in).
     """
     check_model_name(model_name)
     if checkpoint is not None and pretrained:
         raise VitqError("use either --checkpoint or --pretrained, not both")
-    spec = checkpoint_spec(checkpoint) if checkpoint is not None else None
-    kwargs: dict[str, Any] = dict(spec["kwargs"]) if spec else {}
-    if spec and spec["model"] != model_name:
+    if spec is None and checkpoint is not None:
+        spec = checkpoint_spec(checkpoint)
+    spec = dict(spec or {"model": model_name, "kwargs": {}})
+    kwargs: dict[str, Any] = dict(spec.get("kwargs", {}))
+    if spec["model"] != model_name:
         raise VitqError(f"checkpoint {checkpoint} was trained for {spec['model']}, not {model_name}")
     if num_classes is not None:
-        if spec and kwargs.get("num_classes", num_classes) != num_classes:
+        if kwargs.get("num_classes", num_classes) != num_classes:
             raise VitqError(f"checkpoint {checkpoint} has a {kwargs['num_classes']}-class classifier, "
                             f"but {num_classes} classes were requested")
         kwargs["num_classes"] = num_classes
@@ -127,9 +132,10 @@ def create_float_model(
         model = timm.create_model(model_name, pretrained=pretrained, **kwargs)
     except Exception as e:  # noqa: BLE001 - hub/network failures surface as one line
         raise VitqError(f"cannot create {model_name} (pretrained={pretrained}): {str(e).splitlines()[0][:200]}") from None
-    if spec and spec.get("data_config"):
+    if spec.get("data_config"):
         data_config = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["data_config"].items()}
         model.pretrained_cfg = {**model.pretrained_cfg, **data_config}
+    model.vitq_spec = {**spec, "kwargs": kwargs}
     if checkpoint is not None:
         load_matching(model, read_state_dict(checkpoint), str(checkpoint), model_name)
         log.info("loaded %s from %s", model_name, checkpoint)

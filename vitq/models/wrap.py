@@ -13,6 +13,7 @@ from torch import nn
 from vitq.models.attention import ATTENTION_MAP
 from vitq.models.families import Family, family_for
 from vitq.quant.config import QuantConfig
+from vitq.quant.layout import Layout, layout_of, relayout
 from vitq.quant.modules import MatMul, QuantConv2d, QuantLinear, QuantMatMul
 from vitq.quant.quantizer import LogQuantizer, Quantizer, UniformQuantizer
 
@@ -99,3 +100,18 @@ def float_layers_left(model: nn.Module) -> list[str]:
     left = [n for n, m in model.named_modules() if type(m) in (nn.Linear, nn.Conv2d)]
     left += [n for n, q in iter_quantizers(model) if not q.enabled]
     return left
+
+
+def quantizer_layouts(model: nn.Module) -> dict[str, dict]:
+    """Every uniform quantizer's layout, recorded in quantized checkpoints (see ``vitq.quant.layout``)."""
+    return {name: layout_of(q).to_dict() for name, q in iter_quantizers(model) if isinstance(q, UniformQuantizer)}
+
+
+def apply_layouts(model: nn.Module, layouts: dict[str, dict]) -> None:
+    """Rebuild the quantizers whose recorded layout differs from what wrapping produced."""
+    quantizers = dict(iter_quantizers(model))
+    for name, spec in layouts.items():
+        layout = Layout(**spec)
+        q = quantizers.get(name)
+        if isinstance(q, UniformQuantizer) and layout_of(q) != layout:
+            _set_child(model, name, relayout(q, layout))

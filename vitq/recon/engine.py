@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -24,9 +25,10 @@ from vitq.quant.modules import QuantConv2d, QuantLinear
 from vitq.quant.quantizer import UniformQuantizer
 from vitq.recon.cache import capture_input, capture_io, make_samples, run_batched
 from vitq.recon.config import ReconConfig, Stage
+from vitq.recon.layouts import select_layouts
 from vitq.recon.partition import Partition, Unit, partition_for
 from vitq.recon.rounding import LearnedRoundingQuantizer, attach_learned_rounding
-from vitq.recon.schedules import LAYER, METHODS, Schedule, level_name
+from vitq.recon.schedules import BRIDGE, LAYER, METHODS, Schedule, level_name
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +83,17 @@ class Reconstructor:
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.iters = schedule.iters(cfg, partition.num_blocks)
 
+    def carriers(self, granularity: int) -> list[Unit]:
+        """The units a level walks (layer-wise levels walk blocks and optimize the layers inside)."""
+        if granularity == BRIDGE:
+            return self.partition.bridge_units()
+        return self.partition.units(1 if granularity == LAYER else granularity)
+
     def unit_names(self, granularity: int) -> list[str]:
         if granularity == LAYER:
             names = {id(m): n for n, m in self.model.named_modules()}
-            return [names[id(layer)] for unit in self.partition.units(1) for layer in _layers(unit.modules())]
-        return [u.name for u in self.partition.units(granularity)]
+            return [names[id(layer)] for unit in self.carriers(granularity) for layer in _layers(unit.modules())]
+        return [u.name for u in self.carriers(granularity)]
 
     def check_units(self, levels: list[int]) -> None:
         if self.cfg.units is None:
@@ -100,6 +108,9 @@ class Reconstructor:
 
     # -- one optimization problem -------------------------------------------------------------
     def optimize(self, target: _Target, x_fp: torch.Tensor, x_q: torch.Tensor, y: torch.Tensor, bar: tqdm) -> dict:
+        layouts = {}
+        if self.schedule.select_layouts:
+            layouts = select_layouts(target.modules, target.forward, x_q, y, self.device)
         layers = _layers(target.modules)
         rounders = [(layer.weight, layer.weight_quant) for layer in layers
                     if isinstance(layer.weight_quant, LearnedRoundingQuantizer) and layer.weight_quant.enabled]
@@ -138,7 +149,10 @@ class Reconstructor:
             q.scale.requires_grad_(False)
         after = self.evaluate(target, x_q, y) / y_norm
         log.info("%s: relative mse %.5f -> %.5f", target.name, before, after)
-        return {"unit": target.name, "before": round(before, 6), "after": round(after, 6)}
+        result = {"unit": target.name, "before": round(before, 6), "after": round(after, 6)}
+        if layouts:
+            result["layouts"] = dict(Counter(layouts.values()))
+        return result
 
     def _stage_optimizer(self, stage: Stage, rounders: list, acts: list[UniformQuantizer]) -> torch.optim.Adam | None:
         groups = []
@@ -172,7 +186,7 @@ class Reconstructor:
             return run_batched(unit, x, 4 * self.cfg.batch_size, self.device)
 
     def run_level(self, granularity: int, x_fp: torch.Tensor, x_q: torch.Tensor) -> list[dict]:
-        carriers = self.partition.units(1 if granularity == LAYER else granularity)
+        carriers = self.carriers(granularity)
         names = {id(m): n for n, m in self.model.named_modules()}
         work = sum(len(_layers(u.modules())) if granularity == LAYER else 1 for u in carriers)
         bar = tqdm(total=work * self.iters, desc=level_name(granularity), disable=not self.progress, leave=False)

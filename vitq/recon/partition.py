@@ -5,6 +5,10 @@ stream: ``x + MHSA(LN1(x))`` and ``x + MLP(LN2(x))`` of a block (plus Swin's pat
 joins the first block of its stage). Coarser units are runs of consecutive blocks. Rules are keyed
 by family name (``vitq.models.families``) so a model without one fails early, listing those that
 have one.
+
+Hybrid models (MobileViT, EfficientFormer) have no residual MHSA/MLP split that spans the whole
+network: their atoms are whole blocks, and the blocks where feature maps become tokens (and back)
+are flagged as *bridges* (Q-HyViT reconstructs each bridge together with the block feeding it).
 """
 from __future__ import annotations
 
@@ -72,6 +76,7 @@ class Atom:
     name: str
     block: int
     module: nn.Module
+    bridge: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,23 @@ class Partition:
             units.append(Unit(name, atoms))
         return units
 
+    def bridge_units(self) -> list[Unit]:
+        """Every atom alone, except that each bridge atom is joined with the atom before it (the
+        conv block whose feature map it turns into tokens) and, when the bridge has no weights of
+        its own (a reshape such as EfficientFormer's ``Flat``), with the atom after it."""
+        groups: list[list[Atom]] = []
+        pending_after = False
+        for atom in self.atoms:
+            if pending_after:
+                groups[-1].append(atom)
+                pending_after = False
+            elif atom.bridge and groups and not any(a.bridge for a in groups[-1]):
+                groups[-1].append(atom)
+                pending_after = not any(True for _ in atom.module.parameters())
+            else:
+                groups.append([atom])
+        return [Unit(g[0].name if len(g) == 1 else f"{g[0].name}..{g[-1].name}", tuple(g)) for g in groups]
+
 
 PARTITIONS: Registry[Callable[[nn.Module], Partition]] = Registry("partition rule")
 
@@ -139,6 +161,39 @@ def swin_partition(model: nn.Module) -> Partition:
             names.append(f"layers.{s}.blocks.{j}")
             atoms += [Atom(f"{names[-1]}.attn", i, SwinAttnBranch(block)), Atom(f"{names[-1]}.mlp", i, SwinMlpBranch(block))]
     return Partition("layers", tuple(atoms), tuple(names))
+
+
+def _block_partition(entry: str, named_blocks: list[tuple[str, nn.Module]], is_bridge: Callable[[nn.Module], bool]) -> Partition:
+    """One atom per block, in execution order; ``is_bridge`` flags the map <-> token transitions."""
+    atoms = tuple(Atom(name, i, module, is_bridge(module)) for i, (name, module) in enumerate(named_blocks))
+    return Partition(entry, atoms, tuple(a.name for a in atoms))
+
+
+def _has_attention(module: nn.Module) -> bool:
+    return any("Attention" in type(m).__name__ for m in module.modules())
+
+
+@PARTITIONS.register("mobilevit")
+@PARTITIONS.register("mobilevitv2")
+def mobilevit_partition(model: nn.Module) -> Partition:
+    """ByobNet stages of conv bottlenecks; MobileViT blocks (conv -> unfold -> transformer -> fold -> conv) are bridges."""
+    blocks = [(f"stages.{s}.{j}", b) for s, stage in enumerate(model.stages) for j, b in enumerate(stage)]
+    return _block_partition("stages", blocks, lambda m: type(m).__name__ in ("MobileVitBlock", "MobileVitV2Block"))
+
+
+@PARTITIONS.register("efficientformer")
+@PARTITIONS.register("efficientformerv2")
+def efficientformer_partition(model: nn.Module) -> Partition:
+    """Stages of downsample + meta blocks. Bridges: v1's ``Flat`` (4D -> 3D tokens) and, in v2, the
+    first block of a stage that uses attention after convolutional ones."""
+    blocks: list[tuple[str, nn.Module]] = []
+    for s, stage in enumerate(model.stages):
+        if not isinstance(stage.downsample, nn.Identity):
+            blocks.append((f"stages.{s}.downsample", stage.downsample))
+        blocks += [(f"stages.{s}.blocks.{j}", b) for j, b in enumerate(stage.blocks)]
+    bridges = {id(b) for (_, prev), (_, b) in zip(blocks, blocks[1:])
+               if type(b).__name__ == "Flat" or (_has_attention(b) and not _has_attention(prev))}
+    return _block_partition("stages", blocks, lambda m: id(m) in bridges)
 
 
 def partition_for(model: nn.Module, model_name: str) -> Partition:

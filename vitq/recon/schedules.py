@@ -1,7 +1,8 @@
 """Reconstruction methods as schedules on the one engine: which unit sizes, in which order.
 
 Granularity is counted in blocks per unit: ``0`` = the finest atoms (``x + MHSA(LN1(x))`` and
-``x + MLP(LN2(x))``), ``n`` = runs of n blocks, ``LAYER`` = single Linear/Conv layers.
+``x + MLP(LN2(x))``), ``n`` = runs of n blocks, ``LAYER`` = single Linear/Conv layers, ``BRIDGE`` =
+blocks, with each bridge block (feature map <-> tokens) joined to the block that feeds it.
 """
 from __future__ import annotations
 
@@ -11,16 +12,20 @@ from vitq.recon.config import POS_VARIANTS, ReconConfig, Stage
 from vitq.registry import Registry
 
 LAYER = -1
+BRIDGE = -2
 
 
 @dataclass(frozen=True)
 class Schedule:
     """``progressive``: levels 0, 1, 2, 4, ... up to ``ReconConfig.coarsest`` with the POS stages,
     each level starting from the previous one's parameters (PFCR). Otherwise one level at
-    ``granularity`` with all parameters optimized jointly (BRECQ, AdaRound)."""
+    ``granularity`` with all parameters optimized jointly (BRECQ, AdaRound, Q-HyViT).
+    ``select_layouts``: before optimizing a unit, pick each activation quantizer's scheme and
+    granularity by reconstruction loss (Q-HyViT, ``vitq.recon.layouts``)."""
 
     progressive: bool
     granularity: int = 0
+    select_layouts: bool = False
 
     def levels(self, cfg: ReconConfig, num_blocks: int) -> list[int]:
         if not self.progressive:
@@ -45,7 +50,8 @@ METHODS: Registry[Schedule] = Registry("reconstruction method")
 METHODS.register("pfcr")(Schedule(progressive=True))
 METHODS.register("brecq")(Schedule(progressive=False, granularity=1))
 METHODS.register("adaround")(Schedule(progressive=False, granularity=LAYER))
+METHODS.register("qhyvit")(Schedule(progressive=False, granularity=BRIDGE, select_layouts=True))
 
 
 def level_name(granularity: int) -> str:
-    return {LAYER: "layer", 0: "fine"}.get(granularity, f"{granularity}-block")
+    return {LAYER: "layer", BRIDGE: "bridge", 0: "fine"}.get(granularity, f"{granularity}-block")

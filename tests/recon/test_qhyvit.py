@@ -1,0 +1,84 @@
+"""Q-HyViT on the reconstruction engine: bridge partitions of the hybrid families, the per-layer
+layout search, and checkpoints that rebuild the chosen layouts."""
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from vitq.api import load_quantized, quantize, save_quantized
+from vitq.errors import VitqError
+from vitq.models.wrap import iter_quantizers
+from vitq.quant.config import QuantConfig
+from vitq.quant.layout import Layout, layout_of
+from vitq.quant.modules import QuantLinear
+from vitq.quant.quantizer import UniformQuantizer
+from vitq.recon.layouts import select_layouts
+from vitq.recon.partition import partition_for
+
+
+def bridge_unit_names(model_name: str, **kwargs) -> list[str]:
+    model = timm.create_model(model_name, num_classes=10, **kwargs)
+    return [u.name for u in partition_for(model, model_name).bridge_units()]
+
+
+def test_mobilevit_bridges_join_the_block_that_feeds_them():
+    names = bridge_unit_names("mobilevit_xxs")
+    assert names == ["stages.0.0", "stages.1.0", "stages.1.1", "stages.1.2", "stages.2.0..stages.2.1",
+                     "stages.3.0..stages.3.1", "stages.4.0..stages.4.1"]
+
+
+def test_efficientformer_flat_bridge_spans_the_4d_to_3d_switch():
+    names = bridge_unit_names("efficientformer_l1")
+    assert "stages.3.blocks.2..stages.3.blocks.4" in names  # MetaBlock2d + Flat + MetaBlock1d
+    assert names[-1] == "stages.3.blocks.2..stages.3.blocks.4"
+
+
+def test_efficientformerv2_bridges_are_first_attention_blocks():
+    names = bridge_unit_names("efficientformerv2_s0", img_size=64)
+    assert "stages.2.blocks.3..stages.2.blocks.4" in names
+    assert "stages.3.blocks.1..stages.3.blocks.2" in names
+
+
+def test_family_without_partition_rule_lists_supported():
+    model = timm.create_model("mobile_former_26m", num_classes=10)
+    with pytest.raises(VitqError, match="no reconstruction partition rule for family 'mobile_former'.*mobilevit"):
+        partition_for(model, "mobile_former_26m")
+
+
+def test_layout_search_picks_per_channel_for_an_outlier_channel():
+    """One input channel 200x larger than the rest: a per-tensor 4-bit grid zeroes all the others."""
+    torch.manual_seed(0)
+    linear = nn.Linear(16, 8)
+    layer = QuantLinear(linear, UniformQuantizer(4, symmetric=False), UniformQuantizer(8, symmetric=True, channels=8))
+    layer.weight_quant.enabled = False
+    x = torch.randn(64, 16)
+    x[:, 3] *= 200
+    layer.input_quant.start_observing()
+    layer(x)
+    layer.input_quant.stop_observing()
+    y = linear(x).detach()
+    chosen = select_layouts([layer], layer, x, y, "cpu")
+    assert layout_of(layer.input_quant).channels == 16
+    assert list(chosen.values()) == [layout_of(layer.input_quant).describe()]
+
+
+def test_qhyvit_checkpoint_rebuilds_chosen_layouts(tmp_path):
+    name = "mobilevit_xxs"
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=10).eval()
+    unit = "stages.2.0..stages.2.1"
+    config = QuantConfig(w_bits=4, a_bits=4, method="qhyvit", init_method="minmax",
+                         recon={"preset": "ci", "samples": 8, "iters": 2, "units": [unit]})
+    images = [torch.randn(8, 3, 64, 64)]
+    qmodel = quantize(model, name, images, config, progress=False)
+    changed = [n for n, q in iter_quantizers(qmodel)
+               if isinstance(q, UniformQuantizer) and layout_of(q) != Layout(symmetric=False) and "input_quant" in n
+               and n.startswith("stages.2.")]
+    assert changed, "the search should move at least one activation quantizer of the bridge unit off asym/tensor"
+    path = save_quantized(tmp_path / "q.pt", qmodel, name, config)
+    loaded, _ = load_quantized(path)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), qmodel.eval()(x))

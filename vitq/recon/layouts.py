@@ -1,0 +1,73 @@
+"""Q-HyViT's per-layer activation layout search: scheme (symmetric / asymmetric) x granularity
+(per-tensor / per-channel), chosen by the unit's reconstruction loss.
+
+Hybrid ViTs mix convolution outputs with a few huge channels and LayerNorm / attention outputs
+whose range barely includes zero; no single layout fits every layer. For each activation
+quantizer of a unit, in order, each candidate layout is calibrated in place on the unit's
+quantized input and scored by the unit's output error; the best one stays.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from vitq.quant.layout import Layout, layout_of, relayout
+from vitq.quant.modules import QuantConv2d, QuantLinear, QuantMatMul
+from vitq.quant.quantizer import UniformQuantizer
+
+SEARCH_SAMPLES = 32
+
+
+def activation_sites(modules: Sequence[nn.Module]) -> Iterator[tuple[nn.Module, str, int | None, int]]:
+    """(owner, attribute, channels or None, channel axis) of each activation quantizer; matmul
+    operands only get the scheme choice (their channel axis is not a feature axis)."""
+    seen: set[int] = set()
+    for root in modules:
+        for m in root.modules():
+            if id(m) in seen:
+                continue
+            seen.add(id(m))
+            if isinstance(m, QuantLinear):
+                yield m, "input_quant", m.in_features, -1
+            elif isinstance(m, QuantConv2d):
+                yield m, "input_quant", m.in_channels, 1
+            elif isinstance(m, QuantMatMul):
+                yield m, "a_quant", None, 0
+                yield m, "b_quant", None, 0
+
+
+def candidates(channels: int | None, axis: int) -> list[Layout]:
+    layouts = [Layout(symmetric=False), Layout(symmetric=True)]
+    if channels is not None and channels > 1:
+        layouts += [Layout(False, channels, axis), Layout(True, channels, axis)]
+    return layouts
+
+
+@torch.no_grad()
+def select_layouts(modules: Sequence[nn.Module], forward: Callable[[torch.Tensor], torch.Tensor], x_q: torch.Tensor,
+                   y: torch.Tensor, device: str) -> dict[int, str]:
+    """Choose each enabled uniform activation quantizer's layout in ``modules``; returns
+    ``{id(chosen quantizer): layout description}`` for the log."""
+    x = x_q[:SEARCH_SAMPLES].to(device)
+    target = y[:SEARCH_SAMPLES].to(device)
+    chosen: dict[int, str] = {}
+    for owner, attr, channels, axis in list(activation_sites(modules)):
+        current = getattr(owner, attr)
+        if not isinstance(current, UniformQuantizer) or not current.enabled:
+            continue
+        best: tuple[float, UniformQuantizer] | None = None
+        for layout in candidates(channels, axis):
+            q = current if layout == layout_of(current) else relayout(current, layout).to(device)
+            setattr(owner, attr, q)
+            if q is not current:
+                q.start_observing()
+                forward(x)
+                q.stop_observing()
+            loss = float((forward(x) - target).pow(2).mean())
+            if best is None or loss < best[0]:
+                best = (loss, q)
+        setattr(owner, attr, best[1])
+        chosen[id(best[1])] = layout_of(best[1]).describe()
+    return chosen
