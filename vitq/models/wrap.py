@@ -69,6 +69,7 @@ SOFTMAX_ATTENTION_SITES: ProductSites = {"qk_matmul": (QuantMatMul, False), "av_
 
 
 def _product(factory: QuantizerFactory, name: str, layer: str, cls: type[QuantMatMul], probabilities: bool) -> QuantMatMul:
+    """A quantized product named ``name``; operand ``a`` gets the softmax quantizer when it is a softmax output."""
     a_quant = factory.probabilities if probabilities else factory.activation
     return cls(a_quant(f"{name}.a_quant", layer), factory.activation(f"{name}.b_quant", layer))
 
