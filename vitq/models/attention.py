@@ -12,6 +12,7 @@ from timm.models.vision_transformer import Attention
 from torch import nn
 
 from vitq.errors import VitqError
+from vitq.models.hybrid_attention import HYBRID_ATTENTION_MAP
 from vitq.quant.modules import QuantMatMul
 
 
@@ -78,4 +79,5 @@ class QuantWindowAttention(nn.Module):
 ATTENTION_MAP: dict[type[nn.Module], type[nn.Module]] = {
     Attention: QuantAttention,
     WindowAttention: QuantWindowAttention,
+    **HYBRID_ATTENTION_MAP,
 }

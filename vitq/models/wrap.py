@@ -1,8 +1,9 @@
 """Wrap a float timm model into a fake-quant model (in place, brevitas-style layer map).
 
 What gets quantized (DESIGN.md): the input and weight of every Linear and Conv2d (qkv, proj, fc1,
-fc2, head, patch embedding), both operands of q @ k^T and of probs @ v. LayerNorm, softmax and GELU
-stay float, as in the papers and in onnxruntime.
+fc2, head, patch embedding), both operands of q @ k^T and of probs @ v (and of the hybrids' other
+attention products, see :mod:`vitq.models.hybrid_attention`). LayerNorm, softmax and GELU stay
+float, as in the papers and in onnxruntime; BatchNorm of hybrid models is folded into its conv.
 """
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from collections.abc import Iterator
 from torch import nn
 
 from vitq.models.attention import ATTENTION_MAP
+from vitq.models.bn_fold import fold_batchnorms
 from vitq.models.families import Family, family_for
+from vitq.models.hybrid_attention import ProductSites
 from vitq.quant.config import QuantConfig
 from vitq.quant.layout import Layout, layout_of, relayout
 from vitq.quant.modules import MatMul, QuantConv2d, QuantLinear, QuantMatMul
@@ -62,26 +65,43 @@ def _set_child(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
 
 
+# softmax attention's two products: q @ k^T, then probs @ v (operand a is the softmax output)
+SOFTMAX_ATTENTION_SITES: ProductSites = {"qk_matmul": (QuantMatMul, False), "av_matmul": (QuantMatMul, True)}
+
+
+def _product(factory: QuantizerFactory, name: str, layer: str, cls: type[QuantMatMul], probabilities: bool) -> QuantMatMul:
+    """A quantized product named ``name``; operand ``a`` gets the softmax quantizer when it is a softmax output."""
+    a_quant = factory.probabilities if probabilities else factory.activation
+    return cls(a_quant(f"{name}.a_quant", layer), factory.activation(f"{name}.b_quant", layer))
+
+
 def wrap_model(model: nn.Module, model_name: str, config: QuantConfig) -> nn.Module:
-    """Swap attention, Linear and Conv2d modules for quantized ones; returns the same model object."""
-    factory = QuantizerFactory(config, family_for(model_name))
+    """Swap attention, Linear and Conv2d modules for quantized ones; returns the same model object.
+
+    Hybrid (conv + attention) families first fold BatchNorm into the preceding convs, so a
+    quantized checkpoint's state dict matches what ``wrap_model`` makes of a fresh model.
+    """
+    family = family_for(model_name)
+    factory = QuantizerFactory(config, family)
+    if family.hybrid:
+        fold_batchnorms(model)
+    probability_inputs: set[str] = set()
     for name, module in list(model.named_modules()):
         quant_cls = ATTENTION_MAP.get(type(module))
         if quant_cls is not None:
-            qk = QuantMatMul(factory.activation(f"{name}.qk_matmul.a_quant", name),
-                             factory.activation(f"{name}.qk_matmul.b_quant", name))
-            av = QuantMatMul(factory.probabilities(f"{name}.av_matmul.a_quant", name),
-                             factory.activation(f"{name}.av_matmul.b_quant", name))
-            _set_child(model, name, quant_cls(module, qk, av))
+            sites = getattr(quant_cls, "product_sites", SOFTMAX_ATTENTION_SITES)
+            products = {site: _product(factory, f"{name}.{site}", name, cls, probs) for site, (cls, probs) in sites.items()}
+            _set_child(model, name, quant_cls(module, **products))
+            probability_inputs.update(f"{name}.{child}" for child in getattr(quant_cls, "probability_inputs", ()))
         elif type(module) is MatMul:
-            a_quant = factory.probabilities if module.probabilities else factory.activation
-            _set_child(model, name, QuantMatMul(a_quant(f"{name}.a_quant", name), factory.activation(f"{name}.b_quant", name)))
+            _set_child(model, name, _product(factory, name, name, QuantMatMul, module.probabilities))
     for name, module in list(model.named_modules()):
+        input_quant = factory.probabilities if name in probability_inputs else factory.activation
         if type(module) is nn.Linear:
-            new: nn.Module = QuantLinear(module, factory.activation(f"{name}.input_quant", name),
+            new: nn.Module = QuantLinear(module, input_quant(f"{name}.input_quant", name),
                                          factory.weight(f"{name}.weight_quant", name, module.out_features))
         elif type(module) is nn.Conv2d:
-            new = QuantConv2d(module, factory.activation(f"{name}.input_quant", name),
+            new = QuantConv2d(module, input_quant(f"{name}.input_quant", name),
                               factory.weight(f"{name}.weight_quant", name, module.out_channels))
         else:
             continue
@@ -96,8 +116,9 @@ def iter_quantizers(model: nn.Module) -> Iterator[tuple[str, Quantizer]]:
 
 
 def float_layers_left(model: nn.Module) -> list[str]:
-    """Names of layers that compute in float: unwrapped Linear/Conv or quantizers switched off."""
-    left = [n for n, m in model.named_modules() if type(m) in (nn.Linear, nn.Conv2d)]
+    """Names of layers that compute in float: unwrapped Linear/Conv, unfolded BatchNorm (a float
+    per-channel affine between quantized layers) or quantizers switched off."""
+    left = [n for n, m in model.named_modules() if type(m) in (nn.Linear, nn.Conv2d) or isinstance(m, nn.BatchNorm2d)]
     left += [n for n, q in iter_quantizers(model) if not q.enabled]
     return left
 

@@ -75,3 +75,12 @@ class QuantMatMul(nn.Module):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return self.a_quant(a) @ self.b_quant(b)
+
+
+class QuantMul(QuantMatMul):
+    """Broadcast elementwise ``a * b`` with both operands quantized, for activation-by-activation
+    products that are not matmuls (MobileViTv2's ``relu(value) * context_vector``); a subclass so
+    that code handling every quantized product (calibration, export, counts) sees it."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.a_quant(a) * self.b_quant(b)
