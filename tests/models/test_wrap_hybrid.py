@@ -49,6 +49,9 @@ CASES = {
     # 4 Attention2d + 1 Attention2dDownsample; the final norm follows a residual sum, not a conv
     "efficientformerv2_s0": Case({"img_size": 64}, 64, linear=2, conv=83, attention=5, matmul=10, mul=0, folded=74,
                                  left_float=("norm",)),
+    # vitq's own model: attention through MatMul modules (2 per cross-attention/MHSA: 2 x (3 x 8 + 1)),
+    # conv -> BN pairs in ConvBN/stem Sequentials and the head
+    "mobile_former_26m": Case({}, 64, linear=100, conv=31, attention=0, matmul=50, mul=0, folded=31, left_float=()),
 }
 
 

@@ -21,6 +21,8 @@ from timm.layers import ConvNormAct
 from timm.models import efficientformer, efficientformer_v2
 from torch import nn
 
+from vitq.models import mobile_former
+
 # parent module type -> (conv attribute, BatchNorm attribute) pairs where forward does bn(conv(x))
 FOLD_PAIRS: dict[type[nn.Module], tuple[tuple[str, str], ...]] = {
     ConvNormAct: (("conv", "bn"),),
@@ -28,7 +30,19 @@ FOLD_PAIRS: dict[type[nn.Module], tuple[tuple[str, str], ...]] = {
     efficientformer.Stem4: (("conv1", "norm1"), ("conv2", "norm2")),
     efficientformer.Downsample: (("conv", "norm"),),
     efficientformer.ConvMlpWithNorm: (("fc1", "norm1"), ("fc2", "norm2")),
+    mobile_former.ClassifierHead: (("conv", "bn"),),
 }
+
+
+def _pairs(parent: nn.Module) -> tuple[tuple[str, str], ...]:
+    """Known pairs of ``parent``; in an ``nn.Sequential`` (whose forward is the chain of its
+    children) every Conv2d directly followed by a BatchNorm2d is a pair too."""
+    pairs = FOLD_PAIRS.get(type(parent), ())
+    if isinstance(parent, nn.Sequential) and type(parent).forward is nn.Sequential.forward:
+        names = list(parent._modules)
+        pairs += tuple((a, b) for a, b in zip(names, names[1:])
+                       if isinstance(parent._modules[a], nn.Conv2d) and isinstance(parent._modules[b], nn.BatchNorm2d))
+    return pairs
 
 
 class FoldedNorm(nn.Module):
@@ -68,7 +82,7 @@ def fold_batchnorms(model: nn.Module) -> list[str]:
     """Fold every BatchNorm of a known conv -> BN structure into its conv; returns the folded BN names."""
     folded = []
     for name, parent in list(model.named_modules()):
-        for conv_attr, bn_attr in FOLD_PAIRS.get(type(parent), ()):
+        for conv_attr, bn_attr in _pairs(parent):
             conv, bn = getattr(parent, conv_attr), getattr(parent, bn_attr)
             if not _foldable(conv, bn):
                 continue
