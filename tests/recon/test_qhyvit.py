@@ -15,7 +15,7 @@ from vitq.quant.layout import Layout, layout_of
 from vitq.quant.modules import QuantLinear
 from vitq.quant.quantizer import UniformQuantizer
 from vitq.recon.layouts import select_layouts
-from vitq.recon.partition import partition_for
+from vitq.recon.partition import PARTITIONS, pack_map_tokens, partition_for
 
 
 def bridge_unit_names(model_name: str, **kwargs) -> list[str]:
@@ -41,7 +41,22 @@ def test_efficientformerv2_bridges_are_first_attention_blocks():
     assert "stages.3.blocks.1..stages.3.blocks.2" in names
 
 
-def test_family_without_partition_rule_lists_supported():
+def test_mobile_former_blocks_run_on_packed_map_and_tokens():
+    torch.manual_seed(0)
+    model = timm.create_model("mobile_former_26m", num_classes=10).eval()
+    partition = partition_for(model, "mobile_former_26m")
+    assert [a.bridge for a in partition.atoms] == [False] + [True] * (len(partition.atoms) - 1)
+    x = model.stem(torch.randn(2, 3, 64, 64))
+    tokens = model.tokens.unsqueeze(0).expand(2, -1, -1)
+    with torch.no_grad():
+        z = partition.pack_entry((x, tokens))
+        for atom in partition.atoms:
+            z = atom.module(z)
+        torch.testing.assert_close(z, pack_map_tokens(*model.blocks(x, tokens)))
+
+
+def test_family_without_partition_rule_lists_supported(monkeypatch):
+    monkeypatch.delitem(PARTITIONS._items, "mobile_former")
     model = timm.create_model("mobile_former_26m", num_classes=10)
     with pytest.raises(VitqError, match="no reconstruction partition rule for family 'mobile_former'.*mobilevit"):
         partition_for(model, "mobile_former_26m")

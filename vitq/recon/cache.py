@@ -50,12 +50,14 @@ class _Captured(Exception):
 
 
 @torch.no_grad()
-def capture_input(model: nn.Module, module: nn.Module, x: torch.Tensor, batch_size: int, device: str) -> torch.Tensor:
-    """The input of ``module`` when ``model`` runs on ``x`` (the forward stops right there)."""
+def capture_input(model: nn.Module, module: nn.Module, x: torch.Tensor, batch_size: int, device: str,
+                  pack: Callable[[tuple], torch.Tensor]) -> torch.Tensor:
+    """The input of ``module`` when ``model`` runs on ``x`` (the forward stops right there); ``pack``
+    makes one tensor of the module's positional inputs."""
     got: list[torch.Tensor] = []
 
     def hook(_mod: nn.Module, args: tuple) -> None:
-        got.append(args[0].cpu())
+        got.append(pack(args).cpu())
         raise _Captured
 
     handle = module.register_forward_pre_hook(hook)

@@ -230,8 +230,8 @@ def reconstruct(model: nn.Module, model_name: str, images: Iterable[torch.Tensor
     samples = make_samples(list(images), cfg.samples, cfg.augment, cfg.seed)
     entry = model.get_submodule(partition.entry)
     with quantization_disabled(model):
-        x_fp = capture_input(model, entry, samples, 4 * cfg.batch_size, device)
-    x_q = capture_input(model, entry, samples, 4 * cfg.batch_size, device)
+        x_fp = capture_input(model, entry, samples, 4 * cfg.batch_size, device, partition.pack_entry)
+    x_q = capture_input(model, entry, samples, 4 * cfg.batch_size, device, partition.pack_entry)
     try:
         for granularity in levels:
             report.levels.append(level_name(granularity))

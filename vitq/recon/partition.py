@@ -12,6 +12,7 @@ are flagged as *bridges* (Q-HyViT reconstructs each bridge together with the blo
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -95,6 +96,10 @@ class Unit:
         return [a.module for a in self.atoms]
 
 
+def first_input(args: tuple) -> torch.Tensor:
+    return args[0]
+
+
 @dataclass(frozen=True)
 class Partition:
     """The atoms of a wrapped model in execution order; ``entry`` is the module whose input is the
@@ -103,6 +108,8 @@ class Partition:
     entry: str
     atoms: tuple[Atom, ...]
     block_names: tuple[str, ...]
+    # turns the entry module's positional inputs into the one tensor the first atom takes
+    pack_entry: Callable[[tuple], torch.Tensor] = first_input
 
     @property
     def num_blocks(self) -> int:
@@ -194,6 +201,42 @@ def efficientformer_partition(model: nn.Module) -> Partition:
     bridges = {id(b) for (_, prev), (_, b) in zip(blocks, blocks[1:])
                if type(b).__name__ == "Flat" or (_has_attention(b) and not _has_attention(prev))}
     return _block_partition("stages", blocks, lambda m: id(m) in bridges)
+
+
+def pack_map_tokens(x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) map + (B, T, D) tokens -> (B, C*H*W + T*D): one tensor for the engine's caches."""
+    return torch.cat([x.flatten(1), tokens.flatten(1)], dim=1)
+
+
+class PackedMapTokens(nn.Module):
+    """Runs a Mobile-Former block, which maps (map, tokens) -> (map, tokens), on packed tensors.
+    The map is square (H == W), as in every Mobile-Former input vitq makes."""
+
+    def __init__(self, block: nn.Module, in_channels: int, tokens: tuple[int, int]) -> None:
+        super().__init__()
+        self.block, self.in_channels, self.tokens = block, in_channels, tokens
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        n_tok = self.tokens[0] * self.tokens[1]
+        flat = z[:, :-n_tok]
+        side = math.isqrt(flat.shape[1] // self.in_channels)
+        x = flat.reshape(z.shape[0], self.in_channels, side, side)
+        return pack_map_tokens(*self.block(x, z[:, -n_tok:].reshape(z.shape[0], *self.tokens)))
+
+
+@PARTITIONS.register("mobile_former")
+def mobile_former_partition(model: nn.Module) -> Partition:
+    """One atom per block on packed (map, tokens) tensors; every block holding the Mobile <-> Former
+    cross-attention bridges is a bridge (the first, bneck-lite, is plain convolution)."""
+    tokens = tuple(model.tokens.shape)
+    atoms = tuple(Atom(f"blocks.{i}", i, PackedMapTokens(b, _in_channels(b), tokens), hasattr(b, "mobile_to_former"))
+                  for i, b in enumerate(model.blocks))
+    return Partition("blocks", atoms, tuple(a.name for a in atoms), pack_entry=lambda args: pack_map_tokens(*args))
+
+
+def _in_channels(block: nn.Module) -> int:
+    """Channels of a block's input map: those of its first convolution."""
+    return next(m.in_channels for m in block.modules() if hasattr(m, "in_channels") and hasattr(m, "weight"))
 
 
 def partition_for(model: nn.Module, model_name: str) -> Partition:
