@@ -30,13 +30,16 @@ from vitq.quant.observers import Observer
 from vitq.quant.quantizer import Quantizer, round_ste
 
 MAX_SHIFT = 16  # coarse / fine step ratio at most 2^16; beyond that the fine grid represents nothing useful
+# Unsigned start: fine step 1/8 of the coarse one. Minimises the MSE on softmax over 197 tokens at
+# 4..8 bits (1/4 is close, 1/16 and beyond lose the mid-range values); PTQ4ViT then searches it.
+UNSIGNED_SHIFT = 3
 
 
 class TwinUniformQuantizer(Quantizer):
     """Two (k-1)-bit uniform grids with steps ``scale`` and ``scale * 2**shift`` (see module docstring).
 
     Calibration (min/max of the observer): the coarse grid covers the observed maximum. Unsigned,
-    the fine grid starts ``bits - 1`` octaves below it (PTQ4ViT searches this shift later);
+    the fine step starts ``UNSIGNED_SHIFT`` octaves below it (PTQ4ViT searches this shift later);
     signed, the fine grid covers the observed minimum and the shift is the smallest one whose
     coarse grid still reaches the maximum.
     """
@@ -64,7 +67,7 @@ class TwinUniformQuantizer(Quantizer):
             fine = max(float(-observer.lo.min()) / self.levels, math.ldexp(coarse, -MAX_SHIFT))
             shift = max(0, math.ceil(math.log2(coarse / fine)))
         else:
-            shift = self.bits - 1
+            shift = UNSIGNED_SHIFT
             fine = math.ldexp(coarse, -shift)
         with torch.no_grad():
             self.scale.fill_(fine)
