@@ -33,7 +33,7 @@ from vitq.quant.twin import TwinUniformQuantizer
 
 # (quantized output, float output, gradient of the loss w.r.t. the output or None) -> loss summed
 # over the batch, lower is better
-Metric = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+Metric = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 State = dict[str, torch.Tensor]
 SEARCHED_LAYERS = (QuantLinear, QuantConv2d, QuantMatMul)
 
@@ -181,7 +181,7 @@ def _float_outputs(model: nn.Module, layer: nn.Module, batches: Sequence[torch.T
             for x in batches:
                 live.clear()
                 try:
-                    logits = model(x.to(device).requires_grad_(with_grad))
+                    logits = model(x.to(device).detach().requires_grad_(with_grad))  # detach: never mark the caller's batch
                 except _Stop:
                     continue
                 loss = F.cross_entropy(logits, logits.detach().argmax(-1), reduction="sum")
