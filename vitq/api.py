@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vitq.baselines import BASELINES
 from vitq.calibration import calibrate
 from vitq.errors import VitqError
 from vitq.models.ln_reparam import fold_ln_scales, per_channel_ln_inputs
@@ -43,15 +44,18 @@ def quantize(
     progress: bool = True,
     inplace: bool = False,
 ) -> nn.Module:
-    """Wrap and calibrate a float model; for a reconstruction method (``vitq.recon``), calibrate with
-    the ``init_method`` observers and then reconstruct on the same calibration images."""
+    """Wrap and calibrate a float model; a baseline method (``vitq.baselines``) then refines the scales,
+    a reconstruction method (``vitq.recon``) calibrates with the ``init_method`` observers and then
+    reconstructs, both on the same calibration images."""
     qmodel = wrap_model(model if inplace else copy.deepcopy(model), model_name, config)
     calib_batches = list(calib_batches)
     if config.ln_reparam:
-        per_channel_ln_inputs(qmodel)
+        per_channel_ln_inputs(qmodel, power_of_two=config.ln_power_of_two)
     calibrate(qmodel, calib_batches, device=device, progress=progress)
     if config.ln_reparam:
         fold_ln_scales(qmodel)
+    if config.method in BASELINES:
+        BASELINES.get(config.method)(qmodel, calib_batches, device=device, progress=progress)
     if config.reconstructs:
         reconstruct(qmodel, model_name, calib_batches, config.method, recon_config(config), device=device, progress=progress)
     return qmodel

@@ -16,11 +16,14 @@ from torch import nn
 
 from vitq.errors import VitqError
 from vitq.quant.modules import QuantConv2d, QuantLinear
+from vitq.quant.observers import scale_zero_point
 from vitq.quant.quantizer import LogQuantizer, QParams, Quantizer, UniformQuantizer
+from vitq.quant.twin import TwinUniformQuantizer
 
 MARKER_DOMAIN = "vitq"
 MARKER_OP = "QuantMarker"
-FALLBACK_BITS = 8  # log2 / log-sqrt2 quantizers export as a uniform grid of this many bits
+FALLBACK_BITS = 8  # log2 / log-sqrt2 / twin-uniform quantizers export as a uniform grid of this many bits
+NON_AFFINE = (LogQuantizer, TwinUniformQuantizer)  # grids QuantizeLinear cannot express
 
 
 @dataclass(frozen=True)
@@ -59,16 +62,20 @@ class ExportMarker(nn.Module):
         return _MarkerFn.apply(x, self.index)
 
 
-def uniform_fallback(q: LogQuantizer) -> UniformQuantizer:
-    """The documented export of a log quantizer: uniform unsigned 8-bit over [0, scale], zero-point 0.
+def uniform_fallback(q: LogQuantizer | TwinUniformQuantizer) -> UniformQuantizer:
+    """The documented export of a non-affine quantizer: uniform unsigned 8-bit over its value range.
 
-    ONNX QuantizeLinear is affine only, so the log grid cannot be expressed. An 8-bit uniform grid
-    over the same range keeps the large attention probabilities exact to 1/255 of the maximum; the
-    exported model's accuracy (not the torch log-quantized one's) is what vitq reports.
+    ONNX QuantizeLinear is affine only, so neither a log grid nor PTQ4ViT's twin-uniform grids can be
+    expressed. An 8-bit uniform grid over the same range (``[0, scale]`` for log quantizers, both
+    twin ranges together for twin-uniform ones) keeps the large values exact to 1/255 of the range;
+    the exported model's accuracy (not the torch fake-quantized one's) is what vitq reports.
     """
     u = UniformQuantizer(FALLBACK_BITS, symmetric=False)
+    lo, hi = q.value_range()
+    scale, zero_point = scale_zero_point(torch.tensor([lo]), torch.tensor([hi]), u.grid)
     with torch.no_grad():
-        u.scale.copy_(q.scale / u.grid.qmax)
+        u.scale.copy_(scale)
+        u.zero_point.copy_(zero_point)
     u.initialized.fill_(True)
     return u
 
@@ -93,12 +100,12 @@ def check_calibrated(model: nn.Module) -> list[tuple[str, Quantizer]]:
 def export_reference(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose fake-quant forward is exactly what the ONNX export computes.
 
-    Only the log quantizers change (to :func:`uniform_fallback`); parity is checked against this model.
+    Only the non-affine quantizers change (to :func:`uniform_fallback`); parity is checked against this model.
     """
     check_calibrated(model)
     ref = copy.deepcopy(model).eval()
     for name, module in list(ref.named_modules()):
-        if isinstance(module, LogQuantizer) and module.enabled:
+        if isinstance(module, NON_AFFINE) and module.enabled:
             _set_child(ref, name, uniform_fallback(module))
     return ref
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from vitq.calibration import init_weight_quantizers
 from vitq.quant.modules import QuantLinear
+from vitq.quant.ptf import PowerOfTwoFactorQuantizer
 from vitq.quant.quantizer import UniformQuantizer
 
 # (LayerNorm attribute, path of the Linear it feeds) inside timm ViT/Swin blocks and Swin patch merging
@@ -44,12 +45,14 @@ def ln_linear_pairs(model: nn.Module) -> Iterator[tuple[nn.LayerNorm, QuantLinea
                 yield ln, linear
 
 
-def per_channel_ln_inputs(model: nn.Module) -> int:
-    """Before calibration: give every foldable post-LN Linear a per-channel input quantizer."""
+def per_channel_ln_inputs(model: nn.Module, power_of_two: bool = False) -> int:
+    """Before calibration: give every foldable post-LN Linear a per-channel input quantizer; with
+    ``power_of_two`` its channel factors are powers of two (FQ-ViT's PTF, ``vitq.quant.ptf``)."""
+    quant_cls = PowerOfTwoFactorQuantizer if power_of_two else UniformQuantizer
     n = 0
     for ln, linear in ln_linear_pairs(model):
         old = linear.input_quant
-        linear.input_quant = UniformQuantizer(old.bits, symmetric=old.symmetric, channels=ln.normalized_shape[0], ch_axis=-1,
+        linear.input_quant = quant_cls(old.bits, symmetric=old.symmetric, channels=ln.normalized_shape[0], ch_axis=-1,
                                               observer=old.observer_name, observer_kwargs=old.observer_kwargs)
         n += 1
     return n
@@ -64,7 +67,9 @@ def fold_ln_scales(model: nn.Module) -> int:
         if not q.per_channel:
             continue
         s, z = q.scale.detach(), q.zero_point
-        s_t, z_t = s.mean(), z.mean().round()
+        # any shared scale gives the same codes; PTF shares its smallest, so every r is 2^k exactly
+        s_t = s.amin() if isinstance(q, PowerOfTwoFactorQuantizer) else s.mean()
+        z_t = z.mean().round()
         r, d = s / s_t, z - z_t
         ln.weight.div_(r)
         ln.bias.div_(r).add_(s_t * d)

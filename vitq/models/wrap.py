@@ -19,6 +19,7 @@ from vitq.quant.config import QuantConfig
 from vitq.quant.layout import Layout, layout_of, relayout
 from vitq.quant.modules import MatMul, QuantConv2d, QuantLinear, QuantMatMul
 from vitq.quant.quantizer import LogQuantizer, Quantizer, UniformQuantizer
+from vitq.quant.twin import TwinUniformQuantizer
 
 
 class QuantizerFactory:
@@ -57,7 +58,24 @@ class QuantizerFactory:
         if self.config.softmax_quantizer == "uniform":
             return self.activation(name, layer)
         bits, _, enabled = self._resolve(name, layer, self.config.a_bits, "minmax")
+        if self.config.softmax_quantizer == "twin_uniform":
+            return self._finish(TwinUniformQuantizer(bits, signed=False), enabled)
         return self._finish(LogQuantizer(bits, base=self.config.softmax_quantizer), enabled)
+
+    def post_activation(self, name: str, layer: str) -> Quantizer:
+        """The input of an MLP's second Linear (GELU output): signed twin-uniform for PTQ4ViT."""
+        if self.config.post_act_quantizer == "uniform":
+            return self.activation(name, layer)
+        bits, _, enabled = self._resolve(name, layer, self.config.a_bits, "minmax")
+        return self._finish(TwinUniformQuantizer(bits, signed=True), enabled)
+
+
+def _after_mlp_activation(model: nn.Module, name: str) -> bool:
+    """Whether Linear ``name`` is ``fc2`` of a timm-style MLP (``fc1 -> act -> fc2``), i.e. reads GELU output."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    act = getattr(parent, "act", None)
+    return child == "fc2" and hasattr(parent, "fc1") and isinstance(act, nn.Module) and not isinstance(act, nn.Identity)
 
 
 def _set_child(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -96,7 +114,12 @@ def wrap_model(model: nn.Module, model_name: str, config: QuantConfig) -> nn.Mod
         elif type(module) is MatMul:
             _set_child(model, name, _product(factory, name, name, QuantMatMul, module.probabilities))
     for name, module in list(model.named_modules()):
-        input_quant = factory.probabilities if name in probability_inputs else factory.activation
+        if name in probability_inputs:
+            input_quant = factory.probabilities
+        elif _after_mlp_activation(model, name):
+            input_quant = factory.post_activation
+        else:
+            input_quant = factory.activation
         if type(module) is nn.Linear:
             new: nn.Module = QuantLinear(module, input_quant(f"{name}.input_quant", name),
                                          factory.weight(f"{name}.weight_quant", name, module.out_features))

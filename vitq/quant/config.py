@@ -13,12 +13,23 @@ from vitq.errors import VitqError
 from vitq.quant.quantizer import check_bits
 
 FIRST_LAST_POLICIES = ("same", "8bit", "float")
-SOFTMAX_QUANTIZERS = ("uniform", "log2", "log_sqrt2")
+SOFTMAX_QUANTIZERS = ("uniform", "log2", "log_sqrt2", "twin_uniform")
+POST_ACT_QUANTIZERS = ("uniform", "twin_uniform")
 CALIBRATION_METHODS = {
     # method -> (weight observer, activation observer)
     "minmax": ("minmax", "minmax"),
     "percentile": ("minmax", "percentile"),
     "mse": ("mse", "mse"),
+    # published baselines (vitq.baselines): min-max start, then each method's own refinement
+    "easyquant": ("minmax", "minmax"),
+    "fqvit": ("minmax", "minmax"),
+    "ptq4vit": ("minmax", "minmax"),
+}
+# Settings a baseline method is defined by; they replace fields left at their default, so the
+# recorded config (and load_quantized) always shows the quantizers the model really has.
+METHOD_SETTINGS: dict[str, dict[str, Any]] = {
+    "fqvit": {"softmax_quantizer": "log2", "ln_power_of_two": True},
+    "ptq4vit": {"softmax_quantizer": "twin_uniform", "post_act_quantizer": "twin_uniform"},
 }
 OVERRIDE_KEYS = {"enable", "bits", "observer"}
 
@@ -29,14 +40,17 @@ class QuantConfig:
 
     Attributes:
         w_bits / a_bits: weight / activation bit-width (2..8).
-        method: calibration method (minmax, percentile, mse) or a reconstruction method registered
-            in ``vitq.recon``; reconstruction methods start from ``init_method`` observers.
+        method: calibration method (minmax, percentile, mse), a published baseline (easyquant, fqvit,
+            ptq4vit; ``vitq.baselines``) or a reconstruction method registered in ``vitq.recon``;
+            reconstruction methods start from ``init_method`` observers.
         first_last: precision of the patch embedding (first) and the classifier head (last):
             ``same`` as the rest, ``8bit``, or ``float`` (left unquantized).
         softmax_quantizer: quantizer for the attention probabilities (the left operand of attn @ v).
+        post_act_quantizer: quantizer for MLP hidden activations (the input of ``mlp.fc2``, after GELU).
         percentile: clipping percentile for the ``percentile`` method.
         ln_reparam: calibrate post-LayerNorm Linear inputs per channel and fold the factors into
             LayerNorm + Linear (see ``vitq.models.ln_reparam``); the exported graph stays per-tensor.
+        ln_power_of_two: restrict those per-channel factors to powers of two (FQ-ViT's PTF).
         overrides: ``{"<fnmatch pattern on quantizer name>": {"enable": bool, "bits": int, "observer": str}}``,
             e.g. ``{"blocks.11.*": {"bits": 8}}``; later patterns win.
         recon: reconstruction settings for a reconstruction method: a preset name and overrides,
@@ -49,18 +63,26 @@ class QuantConfig:
     init_method: str = "mse"
     first_last: str = "8bit"
     softmax_quantizer: str = "uniform"
+    post_act_quantizer: str = "uniform"
     percentile: float = 99.99
     ln_reparam: bool = True
+    ln_power_of_two: bool = False
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     recon: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        defaults = {f.name: f.default for f in fields(self)}
+        for key, value in METHOD_SETTINGS.get(self.method, {}).items():
+            if getattr(self, key) == defaults[key]:
+                object.__setattr__(self, key, value)  # frozen dataclass: normalise before anyone reads it
         check_bits(self.w_bits, "weight bit-width")
         check_bits(self.a_bits, "activation bit-width")
         if self.first_last not in FIRST_LAST_POLICIES:
             raise VitqError(f"first_last must be one of {FIRST_LAST_POLICIES}, got {self.first_last!r}")
         if self.softmax_quantizer not in SOFTMAX_QUANTIZERS:
             raise VitqError(f"softmax_quantizer must be one of {SOFTMAX_QUANTIZERS}, got {self.softmax_quantizer!r}")
+        if self.post_act_quantizer not in POST_ACT_QUANTIZERS:
+            raise VitqError(f"post_act_quantizer must be one of {POST_ACT_QUANTIZERS}, got {self.post_act_quantizer!r}")
         if self.method not in CALIBRATION_METHODS:
             recon_config(self)
         if self.init_method not in CALIBRATION_METHODS:

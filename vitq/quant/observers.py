@@ -45,8 +45,15 @@ def scale_zero_point(lo: torch.Tensor, hi: torch.Tensor, grid: IntRange) -> tupl
         zero_point = torch.zeros_like(scale)
     else:
         scale = ((hi - lo) / (grid.qmax - grid.qmin)).clamp_min(eps)
-        zero_point = (grid.qmin - lo / scale).round().clamp(grid.qmin, grid.qmax)
+        zero_point = zero_point_for(lo, scale, grid)
     return scale, zero_point
+
+
+def zero_point_for(lo: torch.Tensor, scale: torch.Tensor, grid: IntRange) -> torch.Tensor:
+    """The integer zero-point that puts ``lo`` (<= 0) on the grid's lowest code for a given scale."""
+    if grid.symmetric:
+        return torch.zeros_like(scale)
+    return (grid.qmin - torch.minimum(lo, torch.zeros_like(lo)) / scale).round().clamp(grid.qmin, grid.qmax)
 
 
 def quantize_rows(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, grid: IntRange) -> torch.Tensor:

@@ -224,6 +224,10 @@ class LogQuantizer(Quantizer):
         # straight-through: forward value is the log-grid value, gradient flows as identity
         return x + (out - x).detach()
 
+    def value_range(self) -> tuple[float, float]:
+        """The float range the log grid spans (what an export fallback must cover)."""
+        return 0.0, float(self.scale)
+
     def qparams(self) -> QParams:
         return QParams(
             scale=self.scale.detach().clone(),

@@ -1,0 +1,77 @@
+"""Baselines as vitq methods: implied config, registry, save/load, ONNX export fallback, CLI."""
+from __future__ import annotations
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from tests.baselines.conftest import calibrated
+from tests.export.conftest import images, quantized_tiny_vit
+from vitq.api import load_quantized, save_quantized
+from vitq.baselines import BASELINES, ptq4vit
+from vitq.baselines.search import SearchSettings
+from vitq.cli import main
+from vitq.errors import VitqError
+from vitq.export.markers import export_reference
+from vitq.export.onnx_export import export_onnx
+from vitq.export.parity import compare
+from vitq.models.wrap import iter_quantizers
+from vitq.quant.config import CALIBRATION_METHODS, QuantConfig
+from vitq.quant.quantizer import UniformQuantizer
+
+
+def test_every_baseline_is_a_calibration_method_with_a_refinement():
+    assert set(BASELINES.names()) == {"easyquant", "fqvit", "ptq4vit"} <= set(CALIBRATION_METHODS)
+    assert not QuantConfig(method="ptq4vit").reconstructs
+
+
+def test_methods_imply_their_quantizers_unless_set_explicitly():
+    fq, ptq, eq = (QuantConfig(method=m) for m in ("fqvit", "ptq4vit", "easyquant"))
+    assert (fq.softmax_quantizer, fq.ln_power_of_two, fq.post_act_quantizer) == ("log2", True, "uniform")
+    assert (ptq.softmax_quantizer, ptq.post_act_quantizer, ptq.ln_power_of_two) == ("twin_uniform", "twin_uniform", False)
+    assert (eq.softmax_quantizer, eq.post_act_quantizer) == ("uniform", "uniform")
+    assert QuantConfig(method="fqvit", softmax_quantizer="log_sqrt2").softmax_quantizer == "log_sqrt2"
+    assert QuantConfig.from_dict(fq.to_dict()) == fq
+    with pytest.raises(VitqError, match="post_act_quantizer"):
+        QuantConfig(post_act_quantizer="log2")
+
+
+@pytest.mark.parametrize("method", ["ptq4vit", "fqvit"])
+def test_save_load_rebuilds_the_same_quantizers(method, tmp_path):
+    qmodel, batches = calibrated("mobilevit", method)
+    config = QuantConfig(w_bits=4, a_bits=4, method=method)
+    if method == "ptq4vit":
+        ptq4vit.refine(qmodel, batches, progress=False, settings=SearchSettings(n_candidates=2, rounds=1))
+    else:
+        BASELINES.get(method)(qmodel, batches, progress=False)
+    path = save_quantized(tmp_path / "q.pt", qmodel, "mobilevit_xxs", config)
+    loaded, header = load_quantized(path)
+    assert header["config"] == config
+    assert {n: type(q) for n, q in iter_quantizers(loaded)} == {n: type(q) for n, q in iter_quantizers(qmodel)}
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batches[0]), qmodel.eval()(batches[0]))
+
+
+def test_twin_uniform_exports_with_documented_uniform_fallback(tmp_path):
+    qmodel = quantized_tiny_vit(QuantConfig(w_bits=8, a_bits=8, method="ptq4vit").with_(method="minmax"))
+    ref = export_reference(qmodel)
+    fallback = ref.blocks[0].mlp.fc2.input_quant
+    assert isinstance(fallback, UniformQuantizer) and fallback.bits == 8
+    lo, hi = qmodel.blocks[0].mlp.fc2.input_quant.value_range()
+    step, zp = float(fallback.scale.detach()), float(fallback.zero_point)
+    assert (fallback.grid.qmin - zp) * step == pytest.approx(lo, abs=step)  # covers both twin ranges
+    assert (fallback.grid.qmax - zp) * step == pytest.approx(hi, abs=step)
+    exported = export_onnx(qmodel, tmp_path / "m.onnx")
+    assert compare(exported.path, ref, [images(16, seed=7)]).agreement >= 99.5
+
+
+def test_cli_quantize_with_a_baseline_method(tmp_path, deit_checkpoint, sample_images):
+    out = tmp_path / "fq.pt"
+    result = CliRunner().invoke(main, ["quantize", "deit_tiny_patch16_224", str(out), "--checkpoint", str(deit_checkpoint),
+                                       "--data", str(sample_images), "--bits", "W8A8", "--method", "fqvit",
+                                       "--calib-size", "4"])
+    assert result.exit_code == 0, result.output
+    _, header = load_quantized(out)
+    assert header["config"].method == "fqvit" and header["config"].softmax_quantizer == "log2"
+    listed = CliRunner().invoke(main, ["list"]).output
+    assert all(m in listed for m in ("easyquant", "fqvit", "ptq4vit"))
