@@ -29,9 +29,11 @@ def images_only(batches: list[Batch]) -> list[torch.Tensor]:
 
 
 def load_splits(path: str | Path, transform: Callable, eval_limit: int | None = None, batch_size: int = 32,
-                progress: bool = True) -> tuple[list[Batch], list[Batch]]:
-    """Calibration and evaluation batches of the data at ``path`` (disjoint splits, see calib.datasets)."""
-    calib = load_batches(open_split(path, "calibration", transform), batch_size, progress, desc="load calibration images")
+                progress: bool = True, calib_limit: int | None = None) -> tuple[list[Batch], list[Batch]]:
+    """Calibration and evaluation batches of the data at ``path`` (disjoint splits, see calib.datasets);
+    the limits take evenly spaced subsets (CIFAR-10's calibration split is the whole train archive)."""
+    calib = load_batches(open_split(path, "calibration", transform, limit=calib_limit), batch_size, progress,
+                         desc="load calibration images")
     evaluation = load_batches(open_split(path, "evaluation", transform, limit=eval_limit), batch_size, progress,
                               desc="load evaluation images")
     return calib, evaluation

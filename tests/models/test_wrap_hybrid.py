@@ -185,10 +185,18 @@ def test_fold_is_exact_per_channel_with_eps_and_keeps_act(eps):
 
 
 def test_bn_not_after_conv_stays_float_and_is_reported():
-    block = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))  # no known conv -> BN structure
+    block = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.BatchNorm2d(4))  # the BN reads the ReLU, not the conv
     assert fold_batchnorms(block) == []
     q = wrap_model(block, "mobilevit_xxs", QuantConfig())
-    assert float_layers_left(q) == ["1"]
+    assert float_layers_left(q) == ["2"]
+
+
+def test_conv_then_bn_in_a_sequential_folds_exactly():
+    block = nontrivial(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()))
+    x = torch.randn(2, 3, 8, 8)
+    ref = block(x)
+    assert fold_batchnorms(block) == ["1"]
+    torch.testing.assert_close(block(x), ref, atol=1e-5, rtol=1e-5)
 
 
 def test_save_load_round_trip_mobilevit_xxs(tmp_path):
