@@ -88,8 +88,10 @@ def layer_quantizers(layer: nn.Module) -> list[Quantizer]:
     return [q for q in found if q.enabled and bool(q.initialized)]
 
 
-def candidates(q: Quantizer, multipliers: torch.Tensor) -> list[State]:
-    """Candidate states of one quantizer (see the module docstring).
+def candidates(q: Quantizer, multipliers: torch.Tensor, base: torch.Tensor) -> list[State]:
+    """Candidate states of one quantizer (see the module docstring); uniform candidates are
+    multiples of ``base``, the calibrated scale, in every round (not of the current scale: that
+    would compound the range to 0.25..1.44 over two rounds).
 
     Twin-uniform, unsigned (post-softmax): the coarse step covers the maximum and stays; the fine
     step moves through 0..2(k-1) octaves below it. Signed (post-GELU): the fine step covers the
@@ -103,7 +105,7 @@ def candidates(q: Quantizer, multipliers: torch.Tensor) -> list[State]:
         coarse = float(q.coarse_scale)
         return [{"scale": torch.tensor([math.ldexp(coarse, -m)]), "shift": torch.tensor([m])}
                 for m in range(2 * (q.bits - 1) + 1)]
-    return [{"scale": q.scale.detach() * m} for m in multipliers.tolist()]
+    return [{"scale": base * m} for m in multipliers.tolist()]
 
 
 @torch.no_grad()
@@ -211,9 +213,10 @@ def layer_loss(layer: nn.Module, data: LayerData, metric: Metric, device: str) -
 def search_layer(layer: nn.Module, data: LayerData, metric: Metric, settings: SearchSettings, device: str) -> tuple[float, float]:
     """Alternating search over the layer's quantizers; returns (initial, final) metric."""
     initial = best = layer_loss(layer, data, metric, device)
+    bases = {id(q): q.scale.detach().clone() for q in layer_quantizers(layer)}
     for _ in range(settings.rounds):
         for q in layer_quantizers(layer):
-            states = candidates(q, settings.multipliers)
+            states = candidates(q, settings.multipliers, bases[id(q)])
             best_state = current_state(q, states[0])
             for state in states:
                 apply_state(q, state)
