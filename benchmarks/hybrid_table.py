@@ -19,6 +19,7 @@ import torch
 
 from calib.loaders import load_splits
 from calib.transforms import eval_transform
+from vitq.evaluate import predict
 from vitq.models.loading import checkpoint_spec, create_float_model
 from vitq.quant.config import QuantConfig, parse_bits
 from vitq.results import write_results
@@ -47,6 +48,7 @@ def main(checkpoint: Path, data: Path, methods: str, bits_spec: str, calib_image
     name = spec["model"]
     model = create_float_model(name, checkpoint=checkpoint)
     calib, evaluation = load_splits(data, eval_transform(model), eval_limit, batch_size=100, calib_limit=calib_images)
+    fp32_logits = predict(model, evaluation, device)
     records = []
     for bits in bits_spec.split(","):
         w, a = parse_bits(bits)
@@ -54,7 +56,8 @@ def main(checkpoint: Path, data: Path, methods: str, bits_spec: str, calib_image
             config = QuantConfig(w_bits=w, a_bits=a, method=method, init_method="minmax",
                                  recon={"preset": recon_preset} if method == "qhyvit" else {})
             torch.manual_seed(0)
-            _, run = quantize_and_evaluate(model, name, config, calib, evaluation, dataset="cifar10-test", device=device)
+            _, run = quantize_and_evaluate(model, name, config, calib, evaluation, dataset="cifar10-test", device=device,
+                                           fp32_logits=fp32_logits)
             record = {**run.record(), "checkpoint": str(checkpoint), "calib_images": len(torch.cat([x for x, _ in calib]))}
             record["under_trained"] = record["fp32_top1"] < UNDER_TRAINED_BELOW
             records.append(record)

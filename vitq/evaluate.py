@@ -44,16 +44,22 @@ def evaluate(
     reference: str = "fp32",
     device: str = "cpu",
     progress: bool = True,
+    cached: dict[str, list[torch.Tensor]] | None = None,
 ) -> dict[str, EvalResult]:
-    """Top-1/top-5 of each model and its agreement / KL against ``models[reference]``."""
+    """Top-1/top-5 of each model and its agreement / KL against ``models[reference]``.
+
+    ``cached[name]`` holds a model's logits per batch (from :func:`predict`), so a sweep over many
+    quantized variants runs the fp32 reference once instead of once per variant.
+    """
+    cached = cached or {}
     if reference not in models:
         raise ValueError(f"reference {reference!r} not among {list(models)}")
     tallies = {name: _Tally() for name in models}
     for m in models.values():
         m.eval().to(device)
-    for x, y in tqdm(batches, desc="evaluate", unit="batch", disable=not progress, leave=False):
+    for i, (x, y) in enumerate(tqdm(batches, desc="evaluate", unit="batch", disable=not progress, leave=False)):
         x, y = x.to(device), y.to(device)
-        logits = {name: m(x).float() for name, m in models.items()}
+        logits = {name: cached[name][i].to(device) if name in cached else m(x).float() for name, m in models.items()}
         ref = logits[reference]
         ref_logp = F.log_softmax(ref, dim=-1)
         for name, out in logits.items():
@@ -71,3 +77,10 @@ def evaluate(
         name: EvalResult(t.n, 100.0 * t.top1 / t.n, 100.0 * t.top5 / t.n, 100.0 * t.agree / t.n, t.kl / t.n)
         for name, t in tallies.items()
     }
+
+
+@torch.no_grad()
+def predict(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: str = "cpu") -> list[torch.Tensor]:
+    """Logits of ``model`` per batch (CPU), for ``evaluate(cached=...)``."""
+    model.eval().to(device)
+    return [model(x.to(device)).float().cpu() for x, _ in batches]

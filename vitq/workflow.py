@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from calib.loaders import Batch, images_only
@@ -61,11 +62,15 @@ def quantize_and_evaluate(
     dataset: str,
     device: str = "cpu",
     progress: bool = True,
+    fp32_logits: list[torch.Tensor] | None = None,
 ) -> tuple[nn.Module, AccuracyRun]:
+    """Quantize ``model`` with ``config`` and evaluate it paired with fp32; ``fp32_logits``
+    (``vitq.evaluate.predict`` of the float model on ``evaluation``) skips re-running fp32."""
     start = time.perf_counter()
     qmodel = quantize(model, model_name, images_only(calib), config, device=device, progress=progress)
     seconds = time.perf_counter() - start
-    results = evaluate({"fp32": FloatView(qmodel), "quant": qmodel}, evaluation, device=device, progress=progress)
+    results = evaluate({"fp32": FloatView(qmodel), "quant": qmodel}, evaluation, device=device, progress=progress,
+                       cached={"fp32": fp32_logits} if fp32_logits is not None else None)
     run = AccuracyRun(model_name, dataset, config, results["quant"], results["fp32"], seconds, device, float_layers_left(qmodel))
     return qmodel, run
 
