@@ -42,3 +42,27 @@ def test_nested_and_prefixed_state_dict(tmp_path):
     torch.save({"model": {f"module.{k}": v for k, v in sd.items()}, "epoch": 3}, path)
     model = create_float_model("deit_tiny_patch16_224", checkpoint=path)
     torch.testing.assert_close(model.head.weight, sd["head.weight"])
+
+
+def test_checkpoint_spec_rebuilds_model_and_resolution(tmp_path, cifar_checkpoint):
+    path = cifar_checkpoint(tmp_path / "effv2.safetensors", "efficientformerv2_s0", img_size=64)
+    model = create_float_model("efficientformerv2_s0", checkpoint=path)
+    assert model.num_classes == 10
+    assert timm.data.resolve_model_data_config(model)["input_size"] == (3, 64, 64)
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+
+
+def test_checkpoint_classifier_size_mismatch_is_explained(tmp_path, cifar_checkpoint):
+    path = cifar_checkpoint(tmp_path / "mvit.safetensors")
+    with pytest.raises(VitqError, match="10-class classifier, but 100 classes were requested"):
+        create_float_model("mobilevit_xxs", checkpoint=path, num_classes=100)
+    plain = tmp_path / "plain.pth"
+    torch.save(timm.create_model("mobilevit_xxs", num_classes=10).state_dict(), plain)
+    with pytest.raises(VitqError, match="classifier has 10 classes, the model 1000"):
+        create_float_model("mobilevit_xxs", checkpoint=plain)
+
+
+def test_checkpoint_for_another_model_name(tmp_path, cifar_checkpoint):
+    path = cifar_checkpoint(tmp_path / "mvit.safetensors")
+    with pytest.raises(VitqError, match="trained for mobilevit_xxs, not mobilevitv2_050"):
+        create_float_model("mobilevitv2_050", checkpoint=path)

@@ -9,6 +9,7 @@ from torch import nn
 
 from vitq.api import load_quantized, quantize, save_quantized
 from vitq.errors import VitqError
+from vitq.models.loading import create_float_model
 from vitq.models.wrap import iter_quantizers
 from vitq.quant.config import QuantConfig
 from vitq.quant.layout import Layout, layout_of
@@ -94,6 +95,18 @@ def test_qhyvit_checkpoint_rebuilds_chosen_layouts(tmp_path):
     assert changed, "the search should move at least one activation quantizer of the bridge unit off asym/tensor"
     path = save_quantized(tmp_path / "q.pt", qmodel, name, config)
     loaded, _ = load_quantized(path)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), qmodel.eval()(x))
+
+
+def test_checkpoint_of_a_spec_built_model_reloads_at_its_resolution(tmp_path, cifar_checkpoint):
+    """efficientformerv2 at 64 px needs img_size=64 at construction: the quantized checkpoint keeps the spec."""
+    name = "efficientformerv2_s0"
+    model = create_float_model(name, checkpoint=cifar_checkpoint(tmp_path / "f.safetensors", name, img_size=64))
+    config = QuantConfig(method="minmax")
+    qmodel = quantize(model, name, [torch.randn(4, 3, 64, 64)], config, progress=False)
+    loaded, _ = load_quantized(save_quantized(tmp_path / "q.pt", qmodel, name, config))
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), qmodel.eval()(x))
