@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from tests.export.conftest import images, quantized_tiny_vit, tiny_vit
+from tests.export.conftest import TINY, images, quantized_tiny_vit, tiny_vit
 from vitq.errors import VitqError
 from vitq.export.markers import export_reference
 from vitq.export.onnx_export import ExportOptions, export_onnx
@@ -88,3 +88,23 @@ def test_parity_failure_names_the_first_diverging_node(tiny_w8a8, tmp_path):
     broken.head.input_quant.scale.data *= 50.0  # torch now disagrees from the head's input on
     with pytest.raises(ParityError, match=r"first diverging node: head\.input_quant/QuantizeLinear"):
         check_parity(exported.path, export_reference(broken), [images(32, seed=3)], min_agreement=100.0)
+
+
+def test_per_channel_activation_exports_as_float_fake_quant(tmp_path):
+    """Q-HyViT can choose per-channel activation scales; ORT has no kernel for them, so they become
+    float Div/Round/Add/Clip/Sub/Mul that must match torch and must not be fused into an integer MatMul."""
+    from vitq.calibration import calibrate
+    from vitq.models.wrap import _set_child, iter_quantizers
+    from vitq.quant.layout import Layout, relayout
+
+    qmodel = quantized_tiny_vit(QuantConfig(w_bits=8, a_bits=8, method="minmax"))
+    for name, q in list(iter_quantizers(qmodel)):
+        if name.endswith("mlp.fc1.input_quant"):
+            _set_child(qmodel, name, relayout(q, Layout(False, TINY["embed_dim"], -1)))
+    calibrate(qmodel, [images(16)], progress=False)
+    exported = export_onnx(qmodel, tmp_path / "m.onnx")
+    ops = [n.op_type for n in onnx.load(str(exported.path)).graph.node]
+    assert ops.count("Round") == 2  # one per block
+    assert ops.count("QuantizeLinear") == sum(1 for s in exported.sites if not s.is_weight) - 2
+    report = check_parity(exported.path, export_reference(qmodel), [images(16, seed=7)])
+    assert report.agreement >= 99.5 and report.max_abs_logit_error < 1e-2

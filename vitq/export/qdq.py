@@ -9,6 +9,10 @@ Each ``vitq::QuantMarker`` becomes:
   narrower than their 8-bit container (3..7 bits) get a Clip to the grid's float range first,
   which reproduces ``clamp(round(x / s) + zp, qmin, qmax)`` exactly while keeping the 8-bit Q/DQ
   pair that ORT fuses into integer kernels.
+* per-channel activation (Q-HyViT's layout search may choose it): onnxruntime has no integer
+  kernel for per-channel activation scales, and its DQ -> MatMul fusion (MatMulIntegerToFloat)
+  rejects them at run time, so these are written as the same arithmetic in float
+  (Div, Round, Add, Clip, Sub, Mul); the consumer then runs in float on dequantized int8 weights.
 """
 from __future__ import annotations
 
@@ -139,16 +143,36 @@ class QDQRewriter:
         attrs = {"axis": axis} if axis is not None else {}
         return [helper.make_node("DequantizeLinear", [q, scale, zp], [output], name=f"{site.name}/DequantizeLinear", **attrs)]
 
+    def per_channel_activation_nodes(self, site: Site, marker: onnx.NodeProto) -> list[onnx.NodeProto]:
+        """``(clamp(round(x / s) + zp, qmin, qmax) - zp) * s`` with per-channel s, zp (see module docstring)."""
+        qp = site.qparams
+        if qp.axis not in (1, -1):
+            raise VitqError(f"quantizer {site.name}: per-channel activations along axis {qp.axis} cannot be exported")
+        shape = (1, -1, 1, 1) if qp.axis == 1 else (-1,)  # axis 1: NCHW conv input; -1: Linear / token input
+        scale = self._const(f"{site.name}.scale", qp.scale.float().numpy().astype(np.float32).reshape(shape))
+        zp = self._const(f"{site.name}.zero_point", qp.zero_point.float().numpy().astype(np.float32).reshape(shape))
+        lo = self._const(f"{site.name}.qmin", np.array(qp.qmin, dtype=np.float32))
+        hi = self._const(f"{site.name}.qmax", np.array(qp.qmax, dtype=np.float32))
+        steps = [("Div", [marker.input[0], scale]), ("Round", []), ("Add", [zp]), ("Clip", [lo, hi]), ("Sub", [zp]),
+                 ("Mul", [scale])]
+        nodes, x = [], marker.input[0]
+        for i, (op, extra) in enumerate(steps):
+            inputs = extra if op == "Div" else [x, *extra]
+            out = marker.output[0] if i == len(steps) - 1 else f"{site.name}.{op.lower()}"
+            nodes.append(helper.make_node(op, inputs, [out], name=f"{site.name}/{op}"))
+            x = out
+        return nodes
+
     def activation_nodes(self, site: Site, marker: onnx.NodeProto) -> list[onnx.NodeProto]:
         qp = site.qparams
+        if qp.axis is not None:
+            return self.per_channel_activation_nodes(site, marker)
         container, offset = container_for(site, self.weight_container, self.activation_type)
         scale, zp = self._qparams(site, container, None, offset)
         attrs = {"axis": qp.axis} if qp.axis is not None else {}
         nodes = []
         x = marker.input[0]
         if (qp.qmin + offset, qp.qmax + offset) != (container.qmin, container.qmax):
-            if qp.axis is not None:
-                raise VitqError(f"quantizer {site.name}: per-channel {qp.bits}-bit activations have no QDQ form")
             s = np.float32(qp.scale.item())
             z = int(qp.zero_point.item())
             lo = self._const(f"{site.name}.clip_min", np.array(np.float32(qp.qmin - z) * s, dtype=np.float32))
