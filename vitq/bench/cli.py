@@ -33,6 +33,8 @@ def int_list(spec: str, what: str) -> tuple[int, ...]:
 @click.option("--target", default="cpu", show_default=True, help=f"One of: {', '.join(list_targets())}.")
 @click.option("--data", type=click.Path(path_type=Path), default=None, help="Image data (calibration + evaluation). Default: bundled.")
 @click.option("--limit", type=int, default=None, help="Use this many evaluation images for accuracy.")
+@click.option("--calib-size", type=int, default=256, show_default=True,
+              help="Calibration images for onnxruntime quantize_static (evenly spaced; CIFAR-10's train split has 50,000).")
 @click.option("--threads", "threads_spec", default="1,2", show_default=True, help="Thread counts (cpu/cuda targets).")
 @click.option("--batch", "batch_spec", default="1,32", show_default=True, help="Batch sizes; the first is the latency batch.")
 @click.option("--runs", type=int, default=50, show_default=True, help="Timed runs per variant at batch 1 (interleaved).")
@@ -42,9 +44,9 @@ def int_list(spec: str, what: str) -> tuple[int, ...]:
               help="Keep the built ONNX files here (default: a temporary folder).")
 @click.option("--results-file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="JSON records (DESIGN.md schema).")
 @click.option("--markdown", "markdown_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Markdown report.")
-def bench_cmd(qcheckpoint: Path, target: str, data: Path | None, limit: int | None, threads_spec: str, batch_spec: str,
-              runs: int, large_batch_runs: int, variant_spec: str, workdir: Path | None, results_file: Path | None,
-              markdown_file: Path | None) -> None:
+def bench_cmd(qcheckpoint: Path, target: str, data: Path | None, limit: int | None, calib_size: int, threads_spec: str,
+              batch_spec: str, runs: int, large_batch_runs: int, variant_spec: str, workdir: Path | None,
+              results_file: Path | None, markdown_file: Path | None) -> None:
     """Benchmark QCHECKPOINT's vitq int8 export against fp32 and onnxruntime quantize_static on TARGET."""
     resolve_target(target)  # fail before any slow work
     if runs <= 0 or large_batch_runs <= 0:
@@ -54,7 +56,7 @@ def bench_cmd(qcheckpoint: Path, target: str, data: Path | None, limit: int | No
     qmodel, header = load_quantized(qcheckpoint)
     transform = eval_transform(qmodel)
     data_path = data or demo_images()
-    calib, evaluation = load_splits(data_path, transform, limit)
+    calib, evaluation = load_splits(data_path, transform, limit, calib_limit=calib_size)
     with tempfile.TemporaryDirectory(prefix="vitq-bench-") as tmp:
         report = benchmark(qmodel, header["model_name"], images_only(calib), evaluation, workdir or Path(tmp), config,
                            dataset=str(data_path), bits=header["config"].bits)
