@@ -113,3 +113,34 @@ def test_eval_of_a_non_vitq_file(tmp_path):
     torch.save({"a": torch.zeros(1)}, bogus)
     msg = run_error(["eval", str(bogus)], tmp_path)
     assert "not a vitq quantized checkpoint" in msg
+
+
+def test_hybrid_qhyvit_on_cifar_archives(tmp_path, cifar_checkpoint):
+    """The Q-HyViT path end to end: a CIFAR-10 checkpoint with its model spec, calibration from the
+    train archive, evaluation on the test archive, at the checkpoint's 64 px."""
+    from tests.calib.test_datasets import make_cifar
+
+    make_cifar(tmp_path, "train", 8)
+    test_tar = make_cifar(tmp_path, "test", 6)
+    ckpt = cifar_checkpoint(tmp_path / "mvit.safetensors")
+    out = tmp_path / "q.pt"
+    result = CliRunner().invoke(main, ["quantize", "mobilevit_xxs", str(out), "--checkpoint", str(ckpt), "--data",
+                                       str(test_tar), "--bits", "W6A6", "--method", "qhyvit", "--recon-preset", "ci",
+                                       "--iters", "2", "--recon-units", "stages.2.0..stages.2.1", "--calib-size", "8"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["eval", str(out), "--data", str(test_tar), "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output[result.output.index("{"):])
+    assert record["n_images"] == 6 and record["method"] == "qhyvit" and record["bits"] == "W6A6"
+
+
+def test_hybrid_unknown_bridge_unit_lists_units(tmp_path, cifar_checkpoint):
+    from tests.calib.test_datasets import make_cifar
+
+    data = make_cifar(tmp_path, "train", 4)
+    result = CliRunner().invoke(main, ["quantize", "mobilevit_xxs", str(tmp_path / "q.pt"), "--checkpoint",
+                                       str(cifar_checkpoint(tmp_path / "m.safetensors")), "--data", str(data),
+                                       "--method", "qhyvit", "--recon-units", "stages.9"])
+    assert result.exit_code == 1 and "unknown unit(s) ['stages.9']" in result.output
+    assert "stages.2.0..stages.2.1" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "q.pt").exists()

@@ -29,6 +29,7 @@ from vitq.models.families import FAMILIES
 from vitq.models.loading import create_float_model
 from vitq.models.wrap import float_layers_left
 from vitq.quant.config import CALIBRATION_METHODS, FIRST_LAST_POLICIES, SOFTMAX_QUANTIZERS, QuantConfig, methods, parse_bits
+from vitq.recon import METHODS as RECON_METHODS
 from vitq.recon import POS_VARIANTS, RECON_PRESETS
 from vitq.report import RESULTS_DIR, load_results, render
 from vitq.report import update_readme as readme_update
@@ -91,7 +92,7 @@ def main(verbose: int) -> None:
 @data_option
 @click.option("--bits", default="W8A8", show_default=True, help="WxAy with x, y in 2..8, e.g. W4A4.")
 @click.option("--method", default="mse", show_default=True,
-              help=f"Calibration ({', '.join(CALIBRATION_METHODS)}) or reconstruction (pfcr, brecq, adaround).")
+              help=f"Calibration ({', '.join(CALIBRATION_METHODS)}) or reconstruction ({', '.join(RECON_METHODS.names())}).")
 @click.option("--recon-preset", type=click.Choice(list(RECON_PRESETS)), default="fast", show_default=True,
               help="Reconstruction preset: fast (CPU, minutes), full (paper-like, GPU), ci.")
 @click.option("--iters", type=int, default=None, help="Reconstruction iterations per unit and level (overrides the preset).")
