@@ -30,6 +30,7 @@ from vitq.calibration import quantization_disabled
 from vitq.quant.modules import QuantConv2d, QuantLinear, QuantMatMul
 from vitq.quant.quantizer import Quantizer
 from vitq.quant.twin import TwinUniformQuantizer
+from vitq.recon.cache import snapshot
 
 # (quantized output, float output, gradient of the loss w.r.t. the output or None) -> loss summed
 # over the batch, lower is better
@@ -147,7 +148,7 @@ def _quantized_inputs(model: nn.Module, layer: nn.Module, batches: Sequence[torc
     got: list[tuple[torch.Tensor, ...]] = []
 
     def hook(_m: nn.Module, args: tuple) -> None:
-        got.append(tuple(a.detach().cpu() for a in args))
+        got.append(tuple(snapshot(a) for a in args))
         raise _Stop
 
     handle = layer.register_forward_pre_hook(hook)
@@ -171,11 +172,12 @@ def _float_outputs(model: nn.Module, layer: nn.Module, batches: Sequence[torch.T
     grads: list[torch.Tensor] = []
     live: list[torch.Tensor] = []
 
-    def hook(_m: nn.Module, _a: tuple, out: torch.Tensor) -> None:
-        outs.append(out.detach().cpu())
+    def hook(_m: nn.Module, _a: tuple, out: torch.Tensor) -> torch.Tensor:
+        outs.append(snapshot(out))
         if not with_grad:
             raise _Stop
         live.append(out)
+        return out.clone()  # an in-place activation after the layer (timm's SiLU) must not rewrite ``out``
 
     handle = layer.register_forward_hook(hook)
     try:

@@ -45,6 +45,12 @@ def run_batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, bat
     return torch.cat([fn(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
 
 
+def snapshot(t: torch.Tensor) -> torch.Tensor:
+    """A CPU copy: ``.cpu()`` of a CPU tensor shares storage, and an in-place op later in the
+    forward (timm's ``SiLU(inplace=True)`` after a folded conv) would rewrite the capture."""
+    return t.detach().to("cpu", copy=True)
+
+
 class _Captured(Exception):
     """Raised by a hook to stop a forward pass once the wanted tensor is captured."""
 
@@ -57,7 +63,7 @@ def capture_input(model: nn.Module, module: nn.Module, x: torch.Tensor, batch_si
     got: list[torch.Tensor] = []
 
     def hook(_mod: nn.Module, args: tuple) -> None:
-        got.append(pack(args).cpu())
+        got.append(snapshot(pack(args)))
         raise _Captured
 
     handle = module.register_forward_pre_hook(hook)
@@ -80,8 +86,8 @@ def capture_io(fn: Callable[[torch.Tensor], torch.Tensor], layer: nn.Module, x: 
     outs: list[torch.Tensor] = []
 
     def hook(_mod: nn.Module, args: tuple, out: torch.Tensor) -> None:
-        ins.append(args[0].cpu())
-        outs.append(out.cpu())
+        ins.append(snapshot(args[0]))
+        outs.append(snapshot(out))
 
     handle = layer.register_forward_hook(hook)
     try:
