@@ -40,6 +40,11 @@ def setting(record: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def labelled_model(record: dict[str, Any]) -> str:
+    """The model name, marked when its checkpoint is under-trained (CIFAR-10 fp32 top-1 below 85 %)."""
+    return f"{record.get('model', '?')} (under-trained)" if record.get("under_trained") else str(record.get("model", "?"))
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.2f}"
@@ -68,7 +73,7 @@ def render(results: list[tuple[str, dict[str, Any], list[dict[str, Any]]]]) -> s
         parts += [f"##### `{name}`", "",
                   f"`{prov.get('command', '?')}` (commit {str(prov.get('git_commit', '?'))[:10]}, "
                   f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores)", ""]
-        accuracy = [{**r, "setting": setting(r)} for r in records if "top1" in r]
+        accuracy = [{**r, "setting": setting(r), "model": labelled_model(r)} for r in records if "top1" in r]
         speed = [r for r in records if "latency_ms_median" in r]
         if accuracy:
             parts += [markdown_table(accuracy, ACCURACY), ""]
