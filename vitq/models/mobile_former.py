@@ -395,36 +395,15 @@ def _cfg(**kwargs) -> dict:
 default_cfgs = generate_default_cfgs({name: _cfg() for name in MODEL_CFGS})
 
 
-@register_model
-def mobile_former_26m(pretrained: bool = False, **kwargs) -> MobileFormer:
-    return _create("mobile_former_26m", pretrained, **kwargs)
+def _entrypoint(name: str):
+    """A named timm entrypoint (timm registers models by function name) for one config row."""
+    def create(pretrained: bool = False, **kwargs) -> MobileFormer:
+        return _create(name, pretrained, **kwargs)
+
+    create.__name__ = create.__qualname__ = name
+    create.__doc__ = f"Mobile-Former {name.rsplit('_', 1)[-1].upper()} MAdds config (paper table)."
+    return create
 
 
-@register_model
-def mobile_former_52m(pretrained: bool = False, **kwargs) -> MobileFormer:
-    return _create("mobile_former_52m", pretrained, **kwargs)
-
-
-@register_model
-def mobile_former_96m(pretrained: bool = False, **kwargs) -> MobileFormer:
-    return _create("mobile_former_96m", pretrained, **kwargs)
-
-
-@register_model
-def mobile_former_151m(pretrained: bool = False, **kwargs) -> MobileFormer:
-    return _create("mobile_former_151m", pretrained, **kwargs)
-
-
-@register_model
-def mobile_former_214m(pretrained: bool = False, **kwargs) -> MobileFormer:
-    return _create("mobile_former_214m", pretrained, **kwargs)
-
-
-@register_model
-def mobile_former_294m(pretrained: bool = False, **kwargs) -> MobileFormer:
-    return _create("mobile_former_294m", pretrained, **kwargs)
-
-
-@register_model
-def mobile_former_508m(pretrained: bool = False, **kwargs) -> MobileFormer:
-    return _create("mobile_former_508m", pretrained, **kwargs)
+for _name in MODEL_CFGS:
+    globals()[_name] = register_model(_entrypoint(_name))
