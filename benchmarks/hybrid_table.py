@@ -36,7 +36,7 @@ UNDER_TRAINED_BELOW = 85.0
 @click.option("--bits", "bits_spec", default="W8A8,W6A6,W4A4", show_default=True)
 @click.option("--calib-images", type=int, default=256, show_default=True)
 @click.option("--eval-limit", type=int, default=None, help="Evaluate on this many test images (default: all).")
-@click.option("--recon-preset", default="fast", show_default=True, help="Reconstruction preset for qhyvit.")
+@click.option("--recon-preset", default="hybrid", show_default=True, help="Reconstruction preset for qhyvit.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def main(checkpoint: Path, data: Path, methods: str, bits_spec: str, calib_images: int, eval_limit: int | None,

@@ -130,4 +130,7 @@ RECON_PRESETS: dict[str, ReconConfig] = {
                         lr_rounding=1e-2, lr_act=5e-4),
     # CI accuracy regression: the fast recipe on fewer samples and steps
     "ci": ReconConfig(preset="ci", samples=32, iters=12),
+    # CPU, small hybrid models (< 5M params): all 256 calibration images, 100 steps of 16 per unit;
+    # on MobileViT-XXS/CIFAR-10 at W6A6 it beat `fast` by 0.7 points top-1 (2,000 images)
+    "hybrid": ReconConfig(preset="hybrid", samples=256, iters=100, batch_size=16),
 }
