@@ -94,7 +94,7 @@ def main(verbose: int) -> None:
 @click.option("--method", default="mse", show_default=True,
               help=f"Calibration ({', '.join(CALIBRATION_METHODS)}) or reconstruction ({', '.join(RECON_METHODS.names())}).")
 @click.option("--recon-preset", type=click.Choice(list(RECON_PRESETS)), default="fast", show_default=True,
-              help="Reconstruction preset: fast (CPU, minutes), full (paper-like, GPU), ci.")
+              help="Reconstruction preset: fast (CPU, minutes), full (paper-like, GPU), ci, hybrid (small hybrid models, CPU).")
 @click.option("--iters", type=int, default=None, help="Reconstruction iterations per unit and level (overrides the preset).")
 @click.option("--coarsest", type=int, default=None, help="PFCR coarsest level in blocks per unit (1, 2, 4, ...).")
 @click.option("--pos", type=click.Choice(list(POS_VARIANTS)), default=None, help="PFCR stage regime per level.")
