@@ -26,6 +26,7 @@ FP32, FP32_OPT, ORT_STATIC, VITQ_U8S8, VITQ_S8S8 = "fp32", "fp32-opt", "ort-quan
 FLOAT_VARIANTS = (FP32, FP32_OPT)
 DEFAULT_VARIANTS = (FP32, FP32_OPT, ORT_STATIC, VITQ_U8S8, VITQ_S8S8)
 CALIB_BATCH = 8
+MAX_INTERMEDIATE_OUTPUTS = 4  # onnxruntime calibrator memory bound (CalibMaxIntermediateOutputs)
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,12 @@ class _Images(CalibrationDataReader):
 
     def __init__(self, images: Sequence[torch.Tensor]) -> None:
         x = torch.cat(list(images)).numpy().astype(np.float32)
-        self._batches: Iterator[np.ndarray] = iter(np.array_split(x, max(1, len(x) // CALIB_BATCH)))
+        n = max(1, len(x) // CALIB_BATCH)
+        if n > 1 and n % MAX_INTERMEDIATE_OUTPUTS == 0:
+            # onnxruntime 1.32 flushes every MAX_INTERMEDIATE_OUTPUTS batches and then raises "No data is
+            # collected" when the last flush left nothing: keep the batch count off that multiple
+            n -= 1
+        self._batches: Iterator[np.ndarray] = iter(np.array_split(x, n))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._batches, None)
@@ -69,7 +75,7 @@ def ort_quantize_static(fp32: Path, out: Path, calib_images: Sequence[torch.Tens
             quant_pre_process(str(fp32), str(pre))
             quantize_static(str(pre), str(tmp), _Images(calib_images), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            extra_options={"CalibMaxIntermediateOutputs": 4})
+                            extra_options={"CalibMaxIntermediateOutputs": MAX_INTERMEDIATE_OUTPUTS})
         finally:
             root.setLevel(level)
             pre.unlink(missing_ok=True)
