@@ -88,3 +88,17 @@ def test_export_cli_bad_input(tmp_path):
     result = runner.invoke(main, ["export", str(tmp_path / "missing.pt"), str(tmp_path / "out.txt")])
     assert result.exit_code == 1 and "must end in .onnx" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_quantize_static_reader_avoids_empty_final_flush():
+    """256 images = 32 batches of 8, a multiple of the calibrator's flush size: onnxruntime then fails
+    with 'No data is collected'; the reader must hand over a batch count off that multiple."""
+    import torch
+
+    from vitq.bench.variants import MAX_INTERMEDIATE_OUTPUTS, _Images
+    from vitq.export.onnx_export import INPUT_NAME
+
+    reader = _Images([torch.zeros(256, 3, 4, 4)])
+    batches = list(iter(reader.get_next, None))
+    assert sum(len(b[INPUT_NAME]) for b in batches) == 256
+    assert len(batches) % MAX_INTERMEDIATE_OUTPUTS != 0
