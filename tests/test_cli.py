@@ -126,8 +126,14 @@ def test_hybrid_qhyvit_on_cifar_archives(tmp_path, cifar_checkpoint):
     out = tmp_path / "q.pt"
     result = CliRunner().invoke(main, ["quantize", "mobilevit_xxs", str(out), "--checkpoint", str(ckpt), "--data",
                                        str(test_tar), "--bits", "W6A6", "--method", "qhyvit", "--recon-preset", "ci",
-                                       "--iters", "2", "--recon-units", "stages.2.0..stages.2.1", "--calib-size", "8"])
+                                       "--iters", "2", "--recon-units", "stages.2.0..stages.2.1", "--calib-size", "8",
+                                       "--per-tensor-activations"])
     assert result.exit_code == 0, result.output
+    from vitq.api import load_quantized
+
+    qmodel, header = load_quantized(out)
+    assert header["config"].recon["per_channel_activations"] is False
+    assert not any(getattr(q, "per_channel", False) for n, q in qmodel.named_modules() if n.endswith("input_quant"))
     result = CliRunner().invoke(main, ["eval", str(out), "--data", str(test_tar), "--json"])
     assert result.exit_code == 0, result.output
     record = json.loads(result.output[result.output.index("{"):])

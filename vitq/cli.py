@@ -99,6 +99,8 @@ def main(verbose: int) -> None:
 @click.option("--coarsest", type=int, default=None, help="PFCR coarsest level in blocks per unit (1, 2, 4, ...).")
 @click.option("--pos", type=click.Choice(list(POS_VARIANTS)), default=None, help="PFCR stage regime per level.")
 @click.option("--recon-units", default=None, help="Comma-separated unit names to reconstruct (default: all).")
+@click.option("--per-tensor-activations", is_flag=True,
+              help="qhyvit: search the scheme only, so every activation stays per-tensor and onnxruntime runs int8 kernels.")
 @click.option("--calib-size", type=int, default=None, help="Use at most this many calibration images.")
 @click.option("--first-last", type=click.Choice(FIRST_LAST_POLICIES), default="8bit", show_default=True,
               help="Precision of patch embedding and head.")
@@ -108,13 +110,14 @@ def main(verbose: int) -> None:
 @device_option
 def quantize_cmd(model_name: str, output: Path, checkpoint: Path | None, pretrained: bool, data: Path | None, bits: str,
                  method: str, recon_preset: str, iters: int | None, coarsest: int | None, pos: str | None,
-                 recon_units: str | None, calib_size: int | None, first_last: str, softmax_quantizer: str,
-                 batch_size: int, seed: int, device: str) -> None:
+                 recon_units: str | None, per_tensor_activations: bool, calib_size: int | None, first_last: str,
+                 softmax_quantizer: str, batch_size: int, seed: int, device: str) -> None:
     """Quantize MODEL_NAME (a timm name) with calibration images and save a reloadable checkpoint to OUTPUT."""
     seed_everything(seed)
     w_bits, a_bits = parse_bits(bits)
     options = {"iters": iters, "coarsest": coarsest, "pos": pos,
-               "units": recon_units.split(",") if recon_units else None}
+               "units": recon_units.split(",") if recon_units else None,
+               "per_channel_activations": False if per_tensor_activations else None}
     recon = {"preset": recon_preset, "seed": seed, **{k: v for k, v in options.items() if v is not None}}
     config = QuantConfig(w_bits=w_bits, a_bits=a_bits, method=method, first_last=first_last,
                          softmax_quantizer=softmax_quantizer, recon=recon if method not in CALIBRATION_METHODS else {})

@@ -78,6 +78,8 @@ def test_layout_search_picks_per_channel_for_an_outlier_channel():
     chosen = select_layouts([layer], layer, x, y, "cpu")
     assert layout_of(layer.input_quant).channels == 16
     assert list(chosen.values()) == [layout_of(layer.input_quant).describe()]
+    select_layouts([layer], layer, x, y, "cpu", per_channel=False)  # deployment mode: per-tensor only
+    assert layout_of(layer.input_quant).channels is None
 
 
 def test_qhyvit_checkpoint_rebuilds_chosen_layouts(tmp_path):

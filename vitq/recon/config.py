@@ -70,6 +70,9 @@ class ReconConfig:
         beta: (start, end) exponent of the rounding regularizer, annealed after ``warmup``.
         warmup: fraction of each level's iterations without the regularizer.
         units: restrict reconstruction to these unit names (``None`` = all); others only propagate.
+        per_channel_activations: let Q-HyViT's layout search pick per-channel activation scales
+            (more accurate; onnxruntime runs those layers in float, see docs/deployment.md). ``False``
+            searches the scheme only, keeping every activation per-tensor and every kernel int8.
         seed: seeds augmentation, batch sampling and QDrop masks.
     """
 
@@ -86,6 +89,7 @@ class ReconConfig:
     beta: tuple[float, float] = (20.0, 2.0)
     warmup: float = 0.2
     units: tuple[str, ...] | None = None
+    per_channel_activations: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:

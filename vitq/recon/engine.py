@@ -110,7 +110,8 @@ class Reconstructor:
     def optimize(self, target: _Target, x_fp: torch.Tensor, x_q: torch.Tensor, y: torch.Tensor, bar: tqdm) -> dict:
         layouts = {}
         if self.schedule.select_layouts:
-            layouts = select_layouts(target.modules, target.forward, x_q, y, self.device)
+            layouts = select_layouts(target.modules, target.forward, x_q, y, self.device,
+                                     per_channel=self.cfg.per_channel_activations)
         layers = _layers(target.modules)
         rounders = [(layer.weight, layer.weight_quant) for layer in layers
                     if isinstance(layer.weight_quant, LearnedRoundingQuantizer) and layer.weight_quant.enabled]

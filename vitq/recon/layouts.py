@@ -38,18 +38,18 @@ def activation_sites(modules: Sequence[nn.Module]) -> Iterator[tuple[nn.Module, 
                 yield m, "b_quant", None, 0
 
 
-def candidates(channels: int | None, axis: int) -> list[Layout]:
+def candidates(channels: int | None, axis: int, per_channel: bool = True) -> list[Layout]:
     layouts = [Layout(symmetric=False), Layout(symmetric=True)]
-    if channels is not None and channels > 1:
+    if per_channel and channels is not None and channels > 1:
         layouts += [Layout(False, channels, axis), Layout(True, channels, axis)]
     return layouts
 
 
 @torch.no_grad()
 def select_layouts(modules: Sequence[nn.Module], forward: Callable[[torch.Tensor], torch.Tensor], x_q: torch.Tensor,
-                   y: torch.Tensor, device: str) -> dict[int, str]:
-    """Choose each enabled uniform activation quantizer's layout in ``modules``; returns
-    ``{id(chosen quantizer): layout description}`` for the log."""
+                   y: torch.Tensor, device: str, per_channel: bool = True) -> dict[int, str]:
+    """Choose each enabled uniform activation quantizer's layout in ``modules`` (``per_channel=False``:
+    the scheme only); returns ``{id(chosen quantizer): layout description}`` for the log."""
     x = x_q[:SEARCH_SAMPLES].to(device)
     target = y[:SEARCH_SAMPLES].to(device)
     chosen: dict[int, str] = {}
@@ -58,7 +58,7 @@ def select_layouts(modules: Sequence[nn.Module], forward: Callable[[torch.Tensor
         if not isinstance(current, UniformQuantizer) or not current.enabled:
             continue
         best: tuple[float, UniformQuantizer] | None = None
-        for layout in candidates(channels, axis):
+        for layout in candidates(channels, axis, per_channel):
             q = current if layout == layout_of(current) else relayout(current, layout).to(device)
             setattr(owner, attr, q)
             if q is not current:
