@@ -64,9 +64,21 @@ def versions() -> dict[str, str]:
     return out
 
 
+def _invocation() -> str:
+    """The command line as typed: ``python path/to/script.py ...`` for scripts, ``vitq ...`` for the CLI."""
+    script = Path(sys.argv[0])
+    if script.suffix != ".py":
+        return shlex.join([script.name, *sys.argv[1:]])
+    try:
+        shown = str(script.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(script)
+    return shlex.join(["python", shown, *sys.argv[1:]])
+
+
 def provenance(command: str | None = None) -> dict[str, Any]:
     return {
-        "command": command or " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": command or _invocation(),
         "git_commit": git_commit(),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine(),
