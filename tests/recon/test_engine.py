@@ -57,4 +57,4 @@ def test_unknown_unit_is_rejected_with_the_list(images):
 
 
 def test_methods_registered():
-    assert METHODS.names() == ["adaround", "brecq", "pfcr"]
+    assert METHODS.names() == ["adaround", "brecq", "pfcr", "qhyvit"]
