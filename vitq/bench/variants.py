@@ -72,7 +72,11 @@ def ort_quantize_static(fp32: Path, out: Path, calib_images: Sequence[torch.Tens
         level = root.level
         root.setLevel(logging.ERROR)  # onnxruntime's quantizer warns per LayerNorm weight on the root logger
         try:
-            quant_pre_process(str(fp32), str(pre))
+            try:
+                quant_pre_process(str(fp32), str(pre))
+            except Exception:  # noqa: BLE001 - ORT's symbolic shape inference gives up on some graphs
+                log.warning("quant_pre_process: symbolic shape inference failed; retrying without it")
+                quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
             quantize_static(str(pre), str(tmp), _Images(calib_images), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             extra_options={"CalibMaxIntermediateOutputs": MAX_INTERMEDIATE_OUTPUTS})
