@@ -56,7 +56,7 @@ class _Images(CalibrationDataReader):
 def transformer_optimized(fp32: Path, out: Path, model: nn.Module) -> Path:
     """onnxruntime.transformers' ViT fusions (SkipLayerNorm, BiasGelu, Attention where matched)."""
     blocks = getattr(model, "blocks", None)
-    attn = blocks[0].attn if blocks is not None and len(blocks) else None
+    attn = getattr(blocks[0], "attn", None) if isinstance(blocks, nn.Sequential | nn.ModuleList) and len(blocks) else None
     heads = int(getattr(attn, "num_heads", 0) or 0)
     hidden = int(getattr(model, "embed_dim", 0) or 0)
     optimized = optimize_model(str(fp32), model_type="vit", num_heads=heads, hidden_size=hidden)
