@@ -30,7 +30,7 @@ from vitq.calibration import quantization_disabled
 from vitq.quant.modules import QuantConv2d, QuantLinear, QuantMatMul
 from vitq.quant.quantizer import Quantizer
 from vitq.quant.twin import TwinUniformQuantizer
-from vitq.recon.cache import snapshot
+from vitq.recon.cache import StopForward, snapshot
 
 # (quantized output, float output, gradient of the loss w.r.t. the output or None) -> loss summed
 # over the batch, lower is better
@@ -138,10 +138,6 @@ def execution_order(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Mod
     return list(first.items())
 
 
-class _Stop(Exception):
-    """Raised by a hook once the wanted tensors are captured."""
-
-
 @torch.no_grad()
 def _quantized_inputs(model: nn.Module, layer: nn.Module, batches: Sequence[torch.Tensor],
                       device: str) -> list[tuple[torch.Tensor, ...]]:
@@ -149,14 +145,14 @@ def _quantized_inputs(model: nn.Module, layer: nn.Module, batches: Sequence[torc
 
     def hook(_m: nn.Module, args: tuple) -> None:
         got.append(tuple(snapshot(a) for a in args))
-        raise _Stop
+        raise StopForward
 
     handle = layer.register_forward_pre_hook(hook)
     try:
         for x in batches:
             try:
                 model(x.to(device))
-            except _Stop:
+            except StopForward:
                 pass
     finally:
         handle.remove()
@@ -175,7 +171,7 @@ def _float_outputs(model: nn.Module, layer: nn.Module, batches: Sequence[torch.T
     def hook(_m: nn.Module, _a: tuple, out: torch.Tensor) -> torch.Tensor:
         outs.append(snapshot(out))
         if not with_grad:
-            raise _Stop
+            raise StopForward
         live.append(out)
         return out.clone()  # an in-place activation after the layer (timm's SiLU) must not rewrite ``out``
 
@@ -186,7 +182,7 @@ def _float_outputs(model: nn.Module, layer: nn.Module, batches: Sequence[torch.T
                 live.clear()
                 try:
                     logits = model(x.to(device).detach().requires_grad_(with_grad))  # detach: never mark the caller's batch
-                except _Stop:
+                except StopForward:
                     continue
                 loss = F.cross_entropy(logits, logits.detach().argmax(-1), reduction="sum")
                 grads.append(torch.autograd.grad(loss, live[0])[0].cpu())

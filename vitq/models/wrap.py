@@ -114,6 +114,8 @@ def wrap_model(model: nn.Module, model_name: str, config: QuantConfig) -> nn.Mod
         elif type(module) is MatMul:
             _set_child(model, name, _product(factory, name, name, QuantMatMul, module.probabilities))
     for name, module in list(model.named_modules()):
+        if type(module) not in (nn.Linear, nn.Conv2d):
+            continue
         if name in probability_inputs:
             input_quant = factory.probabilities
         elif _after_mlp_activation(model, name):
@@ -123,11 +125,9 @@ def wrap_model(model: nn.Module, model_name: str, config: QuantConfig) -> nn.Mod
         if type(module) is nn.Linear:
             new: nn.Module = QuantLinear(module, input_quant(f"{name}.input_quant", name),
                                          factory.weight(f"{name}.weight_quant", name, module.out_features))
-        elif type(module) is nn.Conv2d:
+        else:
             new = QuantConv2d(module, input_quant(f"{name}.input_quant", name),
                               factory.weight(f"{name}.weight_quant", name, module.out_channels))
-        else:
-            continue
         _set_child(model, name, new)
     return model
 

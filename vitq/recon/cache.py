@@ -51,7 +51,7 @@ def snapshot(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to("cpu", copy=True)
 
 
-class _Captured(Exception):
+class StopForward(Exception):
     """Raised by a hook to stop a forward pass once the wanted tensor is captured."""
 
 
@@ -64,14 +64,14 @@ def capture_input(model: nn.Module, module: nn.Module, x: torch.Tensor, batch_si
 
     def hook(_mod: nn.Module, args: tuple) -> None:
         got.append(snapshot(pack(args)))
-        raise _Captured
+        raise StopForward
 
     handle = module.register_forward_pre_hook(hook)
     try:
         for i in range(0, len(x), batch_size):
             try:
                 model(x[i:i + batch_size].to(device))
-            except _Captured:
+            except StopForward:
                 pass
     finally:
         handle.remove()

@@ -26,7 +26,7 @@ from vitq.quant.quantizer import UniformQuantizer
 from vitq.recon.cache import capture_input, capture_io, make_samples, run_batched
 from vitq.recon.config import ReconConfig, Stage
 from vitq.recon.layouts import select_layouts
-from vitq.recon.partition import Partition, Unit, partition_for
+from vitq.recon.partition import Partition, Unit, partition_for, unique_submodules
 from vitq.recon.rounding import LearnedRoundingQuantizer, attach_learned_rounding
 from vitq.recon.schedules import BRIDGE, LAYER, METHODS, Schedule, level_name
 
@@ -53,24 +53,13 @@ class _Target:
     modules: list[nn.Module]
 
 
-def _unique(modules: Iterable[nn.Module], keep: Callable[[nn.Module], bool]) -> list:
-    """Submodules of ``modules`` that pass ``keep``, once each, in execution (registration) order."""
-    seen, out = set(), []
-    for m in modules:
-        for sub in m.modules():
-            if id(sub) not in seen and keep(sub):
-                seen.add(id(sub))
-                out.append(sub)
-    return out
-
-
 def _layers(modules: Iterable[nn.Module]) -> list[nn.Module]:
-    return _unique(modules, lambda m: isinstance(m, (QuantLinear, QuantConv2d)))
+    return unique_submodules(modules, lambda m: isinstance(m, (QuantLinear, QuantConv2d)))
 
 
 def _activation_quantizers(modules: Iterable[nn.Module]) -> list[UniformQuantizer]:
     """Activation quantizers with a learnable step (log quantizers and disabled ones are left alone)."""
-    return _unique(modules, lambda q: type(q) is UniformQuantizer and q.enabled and bool(q.initialized))
+    return unique_submodules(modules, lambda q: type(q) is UniformQuantizer and q.enabled and bool(q.initialized))
 
 
 class Reconstructor:

@@ -16,6 +16,7 @@ from torch import nn
 from vitq.quant.layout import Layout, layout_of, relayout
 from vitq.quant.modules import QuantConv2d, QuantLinear, QuantMatMul
 from vitq.quant.quantizer import UniformQuantizer
+from vitq.recon.partition import unique_submodules
 
 SEARCH_SAMPLES = 32
 
@@ -23,19 +24,14 @@ SEARCH_SAMPLES = 32
 def activation_sites(modules: Sequence[nn.Module]) -> Iterator[tuple[nn.Module, str, int | None, int]]:
     """(owner, attribute, channels or None, channel axis) of each activation quantizer; matmul
     operands only get the scheme choice (their channel axis is not a feature axis)."""
-    seen: set[int] = set()
-    for root in modules:
-        for m in root.modules():
-            if id(m) in seen:
-                continue
-            seen.add(id(m))
-            if isinstance(m, QuantLinear):
-                yield m, "input_quant", m.in_features, -1
-            elif isinstance(m, QuantConv2d):
-                yield m, "input_quant", m.in_channels, 1
-            elif isinstance(m, QuantMatMul):
-                yield m, "a_quant", None, 0
-                yield m, "b_quant", None, 0
+    for m in unique_submodules(modules, lambda m: isinstance(m, (QuantLinear, QuantConv2d, QuantMatMul))):
+        if isinstance(m, QuantLinear):
+            yield m, "input_quant", m.in_features, -1
+        elif isinstance(m, QuantConv2d):
+            yield m, "input_quant", m.in_channels, 1
+        else:
+            yield m, "a_quant", None, 0
+            yield m, "b_quant", None, 0
 
 
 def candidates(channels: int | None, axis: int, per_channel: bool = True) -> list[Layout]:

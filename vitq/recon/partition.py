@@ -13,7 +13,7 @@ are flagged as *bridges* (Q-HyViT reconstructs each bridge together with the blo
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -94,6 +94,17 @@ class Unit:
 
     def modules(self) -> list[nn.Module]:
         return [a.module for a in self.atoms]
+
+
+def unique_submodules(modules: Iterable[nn.Module], keep: Callable[[nn.Module], bool]) -> list:
+    """Submodules of ``modules`` that pass ``keep``, once each, in execution (registration) order."""
+    seen, out = set(), []
+    for m in modules:
+        for sub in m.modules():
+            if id(sub) not in seen and keep(sub):
+                seen.add(id(sub))
+                out.append(sub)
+    return out
 
 
 def first_input(args: tuple) -> torch.Tensor:
