@@ -22,10 +22,9 @@ from calib.transforms import eval_transform
 from vitq.evaluate import predict
 from vitq.models.loading import checkpoint_spec, create_float_model
 from vitq.quant.config import QuantConfig, parse_bits
+from vitq.report import UNDER_TRAINED_BELOW
 from vitq.results import write_results
 from vitq.workflow import ACCURACY_COLUMNS, format_table, quantize_and_evaluate
-
-UNDER_TRAINED_BELOW = 85.0
 
 
 @click.command()
@@ -49,6 +48,7 @@ def main(checkpoint: Path, data: Path, methods: str, bits_spec: str, calib_image
     model = create_float_model(name, checkpoint=checkpoint)
     calib, evaluation = load_splits(data, eval_transform(model), eval_limit, batch_size=100, calib_limit=calib_images)
     fp32_logits = predict(model, evaluation, device)
+    n_calib = sum(len(y) for _, y in calib)
     records = []
     for bits in bits_spec.split(","):
         w, a = parse_bits(bits)
@@ -58,7 +58,7 @@ def main(checkpoint: Path, data: Path, methods: str, bits_spec: str, calib_image
             torch.manual_seed(0)
             _, run = quantize_and_evaluate(model, name, config, calib, evaluation, dataset="cifar10-test", device=device,
                                            fp32_logits=fp32_logits)
-            record = {**run.record(), "checkpoint": str(checkpoint), "calib_images": len(torch.cat([x for x, _ in calib]))}
+            record = {**run.record(), "checkpoint": str(checkpoint), "calib_images": n_calib}
             record["under_trained"] = record["fp32_top1"] < UNDER_TRAINED_BELOW
             records.append(record)
             write_results(out, records)

@@ -17,10 +17,8 @@ metadata so ``vitq`` rebuilds the model without extra flags) and
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
-import tarfile
 import time
 from pathlib import Path
 
@@ -33,11 +31,11 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 import vitq.models  # noqa: F401 - registers Mobile-Former with timm
-from calib.datasets import CIFAR10_CLASSES
+from calib.datasets import ImageDataset, scan_cifar_archive
 from vitq.models.loading import CHECKPOINT_META_KEY
+from vitq.report import UNDER_TRAINED_BELOW
 from vitq.results import write_results
 
-UNDER_TRAINED_BELOW = 85.0
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -47,15 +45,10 @@ def decode_split(archive: Path, size: int, cache_dir: Path) -> tuple[np.ndarray,
     if cache.exists():
         data = np.load(cache)
         return data["x"], data["y"]
-    images, labels = [], []
-    with tarfile.open(archive) as tar:
-        members = sorted((m for m in tar.getmembers() if m.isfile() and Path(m.name).parts[-2:-1]
-                          and Path(m.name).parts[-2] in CIFAR10_CLASSES), key=lambda m: m.name)
-        for m in tqdm(members, desc=f"decode {archive.name}", unit="img"):
-            image = Image.open(io.BytesIO(tar.extractfile(m).read())).convert("RGB")
-            images.append(np.asarray(image.resize((size, size), Image.BICUBIC)))
-            labels.append(CIFAR10_CLASSES.index(Path(m.name).parts[-2]))
-    x, y = np.stack(images), np.asarray(labels, dtype=np.int64)
+    dataset = ImageDataset(scan_cifar_archive(archive), lambda image: np.asarray(image.resize((size, size), Image.BICUBIC)),
+                           archive=archive)
+    pairs = [dataset[i] for i in tqdm(range(len(dataset)), desc=f"decode {archive.name}", unit="img")]
+    x, y = np.stack([p[0] for p in pairs]), np.asarray([p[1] for p in pairs], dtype=np.int64)
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.savez(cache, x=x, y=y)
     return x, y

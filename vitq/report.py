@@ -40,6 +40,10 @@ def setting(record: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+# CIFAR-10 fp32 top-1 below this marks a checkpoint as under-trained (Q-HyViT issue); records carry ``under_trained``
+UNDER_TRAINED_BELOW = 85.0
+
+
 def labelled_model(record: dict[str, Any]) -> str:
     """The model name, marked when its checkpoint is under-trained (CIFAR-10 fp32 top-1 below 85 %)."""
     return f"{record.get('model', '?')} (under-trained)" if record.get("under_trained") else str(record.get("model", "?"))

@@ -169,7 +169,6 @@ class QDQRewriter:
             return self.per_channel_activation_nodes(site, marker)
         container, offset = container_for(site, self.weight_container, self.activation_type)
         scale, zp = self._qparams(site, container, None, offset)
-        attrs = {"axis": qp.axis} if qp.axis is not None else {}
         nodes = []
         x = marker.input[0]
         if (qp.qmin + offset, qp.qmax + offset) != (container.qmin, container.qmax):
@@ -180,9 +179,9 @@ class QDQRewriter:
             nodes.append(helper.make_node("Clip", [x, lo, hi], [f"{site.name}.clipped"], name=f"{site.name}/Clip"))
             x = f"{site.name}.clipped"
         q_out = f"{site.name}.quantized"
-        nodes.append(helper.make_node("QuantizeLinear", [x, scale, zp], [q_out], name=f"{site.name}/QuantizeLinear", **attrs))
+        nodes.append(helper.make_node("QuantizeLinear", [x, scale, zp], [q_out], name=f"{site.name}/QuantizeLinear"))
         nodes.append(helper.make_node("DequantizeLinear", [q_out, scale, zp], [marker.output[0]],
-                                      name=f"{site.name}/DequantizeLinear", **attrs))
+                                      name=f"{site.name}/DequantizeLinear"))
         return nodes
 
     def run(self) -> onnx.ModelProto:
