@@ -28,7 +28,9 @@ from vitq.workflow import format_table
 
 MODEL = "deit_tiny_patch16_224"
 COLUMNS = [("bits", "bits"), ("softmax_quantizer", "softmax q"), ("top1", "ORT top-1"), ("torch_top1", "torch top-1"),
-           ("fp32_top1", "fp32 top-1"), ("agreement_with_torch", "agree torch %"), ("agreement", "agree fp32 %"),
+           ("fp32_top1", "fp32 top-1"), ("agreement_with_torch", "agree torch %"),
+           ("agreement_with_torch_float64", "agree torch64 %"), ("torch_float32_vs_float64", "torch32 vs 64 %"),
+           ("agreement", "agree fp32 %"),
            ("max_abs_logit_error", "max logit err"), ("size_mb", "MB"), ("size_mb_int8_container", "MB int8"),
            ("size_ratio_vs_fp32", "x fp32")]
 
@@ -65,7 +67,10 @@ def main() -> None:
                 "bits": config.bits, "softmax_quantizer": args.softmax_quantizer, "runtime": "onnxruntime",
                 "top1": round(parity.ort_top1, 3), "torch_top1": round(parity.torch_top1, 3), "fp32_top1": round(fp32.top1, 3),
                 "drop": round(fp32.top1 - parity.ort_top1, 3), "agreement": round(ort_vs_fp32.agreement, 3),
-                "agreement_with_torch": round(parity.agreement, 3), "max_abs_logit_error": round(parity.max_abs_logit_error, 4),
+                "agreement_with_torch": round(parity.agreement, 3),
+                "agreement_with_torch_float64": round(parity.exact_agreement, 3),
+                "torch_float32_vs_float64": round(parity.float32_agreement, 3), "parity_passed": parity.passes(),
+                "max_abs_logit_error": round(parity.max_abs_logit_error, 4),
                 "mean_abs_logit_error": round(parity.mean_abs_logit_error, 5), "weight_container": container,
                 "opset": exported.opset, "size_mb": round(exported.size_mb, 3), "size_mb_int8_container": round(int8_size, 3),
                 "size_mb_fp32": round(fp32_size, 3), "size_ratio_vs_fp32": round(exported.size_mb / fp32_size, 3),

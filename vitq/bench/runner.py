@@ -95,6 +95,8 @@ class BenchReport:
             if name in self.parity:
                 p = self.parity[name]
                 record.update({"torch_top1": p.torch_top1, "agreement_with_torch": round(p.agreement, 3),
+                               "agreement_with_torch_float64": round(p.exact_agreement, 3),
+                               "torch_float32_vs_float64": round(p.float32_agreement, 3), "parity_passed": p.passes(),
                                "max_abs_logit_error": round(p.max_abs_logit_error, 5),
                                "mean_abs_logit_error": round(p.mean_abs_logit_error, 6)})
             out.append(record)
