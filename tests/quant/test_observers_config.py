@@ -25,6 +25,33 @@ def test_minmax_covers_everything_percentile_and_mse_clip():
     assert scales["mse"] < scales["minmax"]
 
 
+@pytest.mark.parametrize("percentile", [99.9, 99.99, 99.999])
+def test_percentile_is_exact_over_all_batches(percentile):
+    """Clipping points equal the percentile of every value seen (not of a random sample), per row."""
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randn(3, 200_000, generator=gen) * (1 + 0.2 * i) for i in range(5)]  # later batches wider
+    obs = make_observer("percentile", percentile=percentile)
+    for b in batches:
+        obs.update(b)
+    grid = IntRange.for_bits(8, symmetric=False)
+    scale, zp = obs.compute(grid)
+    every = torch.cat(batches, dim=1)
+    rank = int((every.shape[1] - 1) * (1 - percentile / 100)) + 1
+    hi, lo = every.topk(rank, dim=1).values[:, -1], every.topk(rank, dim=1, largest=False).values[:, -1]
+    expected_scale = (hi - lo) / 255
+    assert torch.allclose(scale, expected_scale, rtol=1e-6)
+    assert torch.equal(zp, (-lo / expected_scale).round())
+
+
+def test_percentile_warns_when_one_batch_holds_the_tail(caplog):
+    obs = make_observer("percentile", percentile=99.9)
+    obs.update(torch.full((1, 100_000), 100.0) + torch.arange(100_000.0))  # all of the top 0.1 % are here
+    obs.update(torch.zeros(1, 900_000))
+    with caplog.at_level("WARNING"):
+        obs.compute(IntRange.for_bits(8, symmetric=True))
+    assert "approximate" in caplog.text
+
+
 def test_asymmetric_zero_point_is_integer_and_in_range():
     obs = make_observer("minmax")
     obs.update(torch.rand(1, 1000) * 5 + 1)  # all positive: range widened to include 0
