@@ -50,6 +50,13 @@ def test_percentile_warns_when_one_batch_holds_the_tail(caplog):
     with caplog.at_level("WARNING"):
         obs.compute(IntRange.for_bits(8, symmetric=True))
     assert "approximate" in caplog.text
+    caplog.clear()
+    ties = make_observer("percentile", percentile=99.9)  # every kept value equal to the threshold: exact
+    ties.update(torch.ones(1, 100_000))
+    ties.update(torch.ones(1, 900_000))
+    with caplog.at_level("WARNING"):
+        ties.compute(IntRange.for_bits(8, symmetric=False))
+    assert "approximate" not in caplog.text
 
 
 def test_asymmetric_zero_point_is_integer_and_in_range():

@@ -147,8 +147,9 @@ class PercentileObserver(Observer):
         rank = int((sum(self.batch_sizes) - 1) * (1.0 - self.percentile / 100.0)) + 1
         kept = torch.cat(tails, dim=1)
         values = kept.topk(min(rank, kept.shape[1]), dim=1, largest=largest).values[:, -1]
-        # a batch that kept only part of its values, all of them beyond the threshold, may have had more
-        truncated = [t.shape[1] < n and bool(((t[:, -1] >= values) if largest else (t[:, -1] <= values)).any())
+        # a batch that kept only part of its values, all of them strictly beyond the threshold, may have had
+        # more (ties at the threshold, e.g. softmax outputs of exactly 0 or 1, leave the value exact)
+        truncated = [t.shape[1] < n and bool(((t[:, -1] > values) if largest else (t[:, -1] < values)).any())
                      for t, n in zip(tails, self.batch_sizes)]
         if any(truncated):
             log.warning("percentile observer: one calibration batch holds most of the clipped tail; the %s clipping point "
