@@ -1,4 +1,4 @@
-"""Regenerate benchmarks/results/bench_export_lowbit.json: DeiT-Tiny exported at several bit-widths,
+"""Regenerate benchmarks/results/bench_export_parity.json: DeiT-Tiny exported at several bit-widths,
 onnxruntime vs torch fake-quant parity and file sizes (int8 container vs packed int4 weights).
 
     python benchmarks/bench_export_lowbit.py --data ../shared/data/imagenet-sample \
@@ -43,7 +43,7 @@ def main() -> None:
     p.add_argument("--method", default="mse")
     p.add_argument("--softmax-quantizer", default="uniform")
     p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_export_lowbit.json"))
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_export_parity.json"))
     args = p.parse_args()
     torch.manual_seed(0)
     model = create_float_model(MODEL, checkpoint=args.checkpoint)
