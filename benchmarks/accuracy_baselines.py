@@ -30,7 +30,8 @@ def main() -> None:
     p.add_argument("--bits", default="W8A8,W6A6,W4A4")
     p.add_argument("--limit", type=int, default=None, help="evaluation images (default: the whole split)")
     p.add_argument("--no-ln-reparam", action="store_true")
-    p.add_argument("--percentiles", default="99.99", help="clipping percentiles tried by the percentile method")
+    p.add_argument("--percentiles", default="default",
+                   help="clipping percentiles tried by the percentile method ('default': by activation bits)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/baseline_deit_tiny.json"))
     args = p.parse_args()
     torch.manual_seed(0)
@@ -41,8 +42,9 @@ def main() -> None:
     for bits in args.bits.split(","):
         w, a = parse_bits(bits)
         for method in args.methods.split(","):
-            for pct in args.percentiles.split(",") if method == "percentile" else ["99.99"]:
-                config = QuantConfig(w_bits=w, a_bits=a, method=method, percentile=float(pct), ln_reparam=not args.no_ln_reparam)
+            for pct in args.percentiles.split(",") if method == "percentile" else ["default"]:
+                percentile = None if pct == "default" else float(pct)
+                config = QuantConfig(w_bits=w, a_bits=a, method=method, percentile=percentile, ln_reparam=not args.no_ln_reparam)
                 _, run = quantize_and_evaluate(model, MODEL, config, calib, evaluation, dataset=str(args.data))
                 records.append(run.record())
                 print(format_table(records[-1:], ACCURACY_COLUMNS), flush=True)

@@ -8,14 +8,17 @@ import json
 import sys
 from pathlib import Path
 
-COLUMNS = ("bits", "method", "pos", "ln_reparam", "n_images", "top1", "fp32_top1", "drop", "agreement", "kl", "seconds",
-           "device", "peak_rss_mb")
+COLUMNS = ("bits", "method", "pos", "samples/iters/coarsest", "softmax", "ln_reparam", "n_images", "top1", "fp32_top1", "drop",
+           "agreement", "kl", "seconds", "device", "peak_rss_mb")
 
 
 def row(record: dict) -> list[str]:
     # POS applies to pfcr only; brecq/adaround always run one joint stage
     pos = record.get("recon", {}).get("pos", "-") if record["method"] == "pfcr" else ("joint" if "recon" in record else "-")
-    values = {**record, "pos": pos,
+    recon = record.get("recon")
+    budget = f"{recon['samples']}/{recon['iters']}/{recon['coarsest']}" if recon else "-"
+    values = {**record, "pos": pos, "samples/iters/coarsest": budget,
+              "softmax": record["config"].get("softmax_quantizer", "uniform"),
               "ln_reparam": record["config"].get("ln_reparam", False)}
     return [f"{values[c]:.2f}" if isinstance(values[c], float) else str(values[c]) for c in COLUMNS]
 

@@ -34,6 +34,17 @@ def test_quantize_then_eval_json(quantized, sample_images, tmp_path):
     assert written["records"][0]["top1"] == record["top1"] and written["git_commit"] and written["versions"]["torch"]
 
 
+def test_percentile_option_is_recorded_in_the_checkpoint(tmp_path, deit_checkpoint, sample_images):
+    from vitq.api import load_quantized
+
+    out = tmp_path / "p.pt"
+    result = CliRunner().invoke(main, ["quantize", MODEL, str(out), "--checkpoint", str(deit_checkpoint), "--data",
+                                       str(sample_images), "--method", "percentile", "--percentile", "99.5",
+                                       "--calib-size", "8"])
+    assert result.exit_code == 0, result.output
+    assert load_quantized(out)[1]["config"].percentile == 99.5
+
+
 def test_eval_table(quantized, sample_images):
     result = CliRunner().invoke(main, ["eval", str(quantized), "--data", str(sample_images), "--limit", "8"])
     assert result.exit_code == 0, result.output

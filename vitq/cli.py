@@ -105,13 +105,18 @@ def main(verbose: int) -> None:
 @click.option("--first-last", type=click.Choice(FIRST_LAST_POLICIES), default="8bit", show_default=True,
               help="Precision of patch embedding and head.")
 @click.option("--softmax-quantizer", type=click.Choice(SOFTMAX_QUANTIZERS), default="uniform", show_default=True)
+@click.option("--percentile", type=float, default=None,
+              help="Clipping percentile of the percentile observer. Default: 99.999 at 8-bit activations, 99.9 below.")
+@click.option("--init-method", type=click.Choice(["minmax", "percentile", "mse"]), default="mse", show_default=True,
+              help="Calibration a reconstruction method starts from.")
 @batch_option
 @seed_option
 @device_option
 def quantize_cmd(model_name: str, output: Path, checkpoint: Path | None, pretrained: bool, data: Path | None, bits: str,
                  method: str, recon_preset: str, iters: int | None, coarsest: int | None, pos: str | None,
                  recon_units: str | None, per_tensor_activations: bool, calib_size: int | None, first_last: str,
-                 softmax_quantizer: str, batch_size: int, seed: int, device: str) -> None:
+                 softmax_quantizer: str, percentile: float | None, init_method: str, batch_size: int, seed: int,
+                 device: str) -> None:
     """Quantize MODEL_NAME (a timm name) with calibration images and save a reloadable checkpoint to OUTPUT."""
     seed_everything(seed)
     w_bits, a_bits = parse_bits(bits)
@@ -120,7 +125,8 @@ def quantize_cmd(model_name: str, output: Path, checkpoint: Path | None, pretrai
                "per_channel_activations": False if per_tensor_activations else None}
     recon = {"preset": recon_preset, "seed": seed, **{k: v for k, v in options.items() if v is not None}}
     config = QuantConfig(w_bits=w_bits, a_bits=a_bits, method=method, first_last=first_last,
-                         softmax_quantizer=softmax_quantizer, recon=recon if method not in CALIBRATION_METHODS else {})
+                         softmax_quantizer=softmax_quantizer, percentile=percentile, init_method=init_method,
+                         recon=recon if method not in CALIBRATION_METHODS else {})
     device = check_device(device)
     model = create_float_model(model_name, checkpoint=checkpoint, pretrained=pretrained)
     dataset = open_split(data or demo_images(), "calibration", eval_transform(model), limit=calib_size)

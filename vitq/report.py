@@ -33,8 +33,11 @@ def setting(record: dict[str, Any]) -> str:
     parts = [f"{k}={v}" for k, v in sorted(config.get("recon", {}).items())]
     if config.get("softmax_quantizer", "uniform") != "uniform":
         parts.append(f"softmax={config['softmax_quantizer']}")
-    if record.get("method") == "percentile" and config.get("percentile", 99.99) != 99.99:
-        parts.append(f"percentile={config['percentile']}")
+    reconstructs = bool(config.get("recon"))
+    if reconstructs and config.get("init_method", "mse") != "mse":
+        parts.append(f"init={config['init_method']}")
+    if record.get("method") == "percentile" or (reconstructs and config.get("init_method") == "percentile"):
+        parts.append(f"percentile={config.get('percentile', 99.99)}")
     if config.get("ln_reparam") is False:
         parts.append("no-ln-reparam")
     return ", ".join(parts)

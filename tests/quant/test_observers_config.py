@@ -98,3 +98,11 @@ def test_config_roundtrip_and_validation():
         QuantConfig(overrides={"*": {"bitz": 4}})
     with pytest.raises(VitqError):
         QuantConfig(w_bits=12)
+
+
+def test_default_percentile_clips_more_at_fewer_bits_and_is_recorded():
+    assert QuantConfig(w_bits=8, a_bits=8).percentile == 99.999
+    assert QuantConfig(w_bits=4, a_bits=4).percentile == 99.9
+    explicit = QuantConfig(w_bits=4, a_bits=4, percentile=99.99)
+    assert explicit.percentile == 99.99
+    assert QuantConfig.from_dict(QuantConfig(w_bits=6, a_bits=6).to_dict()).percentile == 99.9
