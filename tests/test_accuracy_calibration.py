@@ -11,6 +11,8 @@ from vitq.models import create_float_model
 from vitq.quant import QuantConfig
 from vitq.workflow import quantize_and_evaluate
 
+FLOOR_W4A4_AGREEMENT = 25.0
+
 
 @pytest.fixture(scope="module")
 def data(deit_checkpoint, sample_images):
@@ -22,13 +24,24 @@ def data(deit_checkpoint, sample_images):
 
 
 @pytest.mark.accuracy
-def test_w8a8_mse_matches_fp32(data):
+def test_w8a8_percentile_matches_fp32(data):
     model, calib, evaluation = data
-    _, run = quantize_and_evaluate(model, DEMO_MODEL, QuantConfig(w_bits=8, a_bits=8, method="mse"), calib, evaluation,
+    _, run = quantize_and_evaluate(model, DEMO_MODEL, QuantConfig(w_bits=8, a_bits=8, method="percentile"), calib, evaluation,
                                    "bundled", progress=False)
     assert run.quantized.agreement >= 94.0
     assert abs(run.fp32.top1 - run.quantized.top1) <= 3.0
-    assert run.quantized.kl < 0.03
+    assert run.quantized.kl < 0.015  # 875 images: 0.0067 (baseline_deit_tiny_percentile_exact.json); these 100: 0.0070
+
+
+@pytest.mark.accuracy
+def test_w4a4_percentile_does_not_collapse(data):
+    """The bit-aware default percentile (99.9 below 8 bits) keeps W4A4 usable without reconstruction
+    (875 images: 41.5 % top-1, KL 1.63; at 99.99 it was 9.9 %, KL 3.84; these 100 images: agreement 36 %, KL 1.77)."""
+    model, calib, evaluation = data
+    _, run = quantize_and_evaluate(model, DEMO_MODEL, QuantConfig(w_bits=4, a_bits=4, method="percentile"), calib, evaluation,
+                                   "bundled", progress=False)
+    assert run.quantized.agreement >= FLOOR_W4A4_AGREEMENT
+    assert run.quantized.kl < 2.5
 
 
 @pytest.mark.accuracy

@@ -91,7 +91,7 @@ def main(verbose: int) -> None:
 @click.option("--pretrained", is_flag=True, help="Download timm hub weights (needs internet; never used by tests).")
 @data_option
 @click.option("--bits", default="W8A8", show_default=True, help="WxAy with x, y in 2..8, e.g. W4A4.")
-@click.option("--method", default="mse", show_default=True,
+@click.option("--method", default="percentile", show_default=True,
               help=f"Calibration ({', '.join(CALIBRATION_METHODS)}) or reconstruction ({', '.join(RECON_METHODS.names())}).")
 @click.option("--recon-preset", type=click.Choice(list(RECON_PRESETS)), default="fast", show_default=True,
               help="Reconstruction preset: fast (CPU, minutes), full (paper-like, GPU), ci, hybrid (small hybrid models, CPU).")
@@ -169,7 +169,7 @@ def eval_cmd(qcheckpoint: Path, data: Path | None, limit: int | None, batch_size
 
 @main.command("demo")
 @click.option("--bits", "bits_spec", default="W8A8,W6A6,W4A4", show_default=True, help="Comma-separated WxAy list.")
-@click.option("--method", default="mse", show_default=True, help=f"One of: {', '.join(CALIBRATION_METHODS)}.")
+@click.option("--method", default="percentile", show_default=True, help=f"One of: {', '.join(CALIBRATION_METHODS)}.")
 @click.option("--limit", type=int, default=None, help="Evaluate on this many of the bundled evaluation images.")
 @batch_option
 @results_option
