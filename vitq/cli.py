@@ -107,15 +107,15 @@ def main(verbose: int) -> None:
 @click.option("--softmax-quantizer", type=click.Choice(SOFTMAX_QUANTIZERS), default="uniform", show_default=True)
 @click.option("--percentile", type=float, default=None,
               help="Clipping percentile of the percentile observer. Default: 99.999 at 8-bit activations, 99.9 below.")
-@click.option("--init-method", type=click.Choice(["minmax", "percentile", "mse"]), default="mse", show_default=True,
-              help="Calibration a reconstruction method starts from.")
+@click.option("--init-method", type=click.Choice(["minmax", "percentile", "mse"]), default=None,
+              help="Calibration a reconstruction method starts from. Default: percentile (qhyvit: minmax).")
 @batch_option
 @seed_option
 @device_option
 def quantize_cmd(model_name: str, output: Path, checkpoint: Path | None, pretrained: bool, data: Path | None, bits: str,
                  method: str, recon_preset: str, iters: int | None, coarsest: int | None, pos: str | None,
                  recon_units: str | None, per_tensor_activations: bool, calib_size: int | None, first_last: str,
-                 softmax_quantizer: str, percentile: float | None, init_method: str, batch_size: int, seed: int,
+                 softmax_quantizer: str, percentile: float | None, init_method: str | None, batch_size: int, seed: int,
                  device: str) -> None:
     """Quantize MODEL_NAME (a timm name) with calibration images and save a reloadable checkpoint to OUTPUT."""
     seed_everything(seed)

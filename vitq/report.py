@@ -34,7 +34,7 @@ def setting(record: dict[str, Any]) -> str:
     if config.get("softmax_quantizer", "uniform") != "uniform":
         parts.append(f"softmax={config['softmax_quantizer']}")
     reconstructs = bool(config.get("recon"))
-    if reconstructs and config.get("init_method", "mse") != "mse":
+    if reconstructs and config.get("init_method", "mse") != "mse":  # records before percentile init say mse
         parts.append(f"init={config['init_method']}")
     if record.get("method") == "percentile" or (reconstructs and config.get("init_method") == "percentile"):
         parts.append(f"percentile={config.get('percentile', 99.99)}")

@@ -58,3 +58,28 @@ def test_unknown_unit_is_rejected_with_the_list(images):
 
 def test_methods_registered():
     assert METHODS.names() == ["adaround", "brecq", "pfcr", "qhyvit"]
+
+
+@pytest.mark.parametrize("anneal", ["level", "global"])
+def test_anneal_modes_schedule_the_rounding_regularizer(anneal, images):
+    from vitq.recon.engine import Reconstructor
+    from vitq.recon.partition import partition_for
+
+    qmodel = tiny_wrapped(QuantConfig(w_bits=3, a_bits=4), images)
+    cfg = ReconConfig(iters=10, warmup=0.2, beta=(20.0, 2.0), coarsest=2, anneal=anneal)
+    engine = Reconstructor(qmodel, partition_for(qmodel, NAME), METHODS.get("pfcr"), cfg, "cpu", progress=False)
+    assert len(engine.levels) == 3  # fine, 1 block, 2 blocks
+    betas = []
+    for engine.level_index in range(3):
+        betas.append([engine.regularizer_beta(step) for step in range(10)])
+    if anneal == "level":  # every level: 2 warm-up steps, then beta 20 -> 2
+        assert all(b[:2] == [None, None] and b[2] == 20.0 and b[-1] < 5.0 for b in betas)
+    else:  # one warm-up (6 of 30 steps) and one schedule over all levels, ending at the coarsest
+        flat = [b for level in betas for b in level]
+        assert flat[:6] == [None] * 6 and flat[6] == 20.0 and flat[-1] < 3.0
+        assert all(a >= b for a, b in zip(flat[6:], flat[7:]))
+
+
+def test_bad_anneal_mode_is_rejected():
+    with pytest.raises(VitqError, match="anneal must be one of"):
+        ReconConfig(anneal="sometimes")

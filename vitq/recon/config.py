@@ -48,6 +48,10 @@ POS_VARIANTS: dict[str, tuple[Stage, ...]] = {
     "act-first": (Stage(0.5, weights=False), Stage(0.5)),
 }
 DEFAULT_POS = "qdrop-first"
+# How PFCR anneals the rounding regularizer over its levels: ``level`` = warm-up and beta schedule
+# restart at every level (each level ends with every rounding decided), ``global`` = one warm-up and
+# one beta schedule spread over all levels (fine levels learn rounding freely, the coarsest decides)
+ANNEAL_MODES = ("level", "global")
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ class ReconConfig:
         round_weight: weight of the rounding regularizer against the relative reconstruction MSE.
         beta: (start, end) exponent of the rounding regularizer, annealed after ``warmup``.
         warmup: fraction of each level's iterations without the regularizer.
+        anneal: ``level`` or ``global`` (``ANNEAL_MODES``): whether PFCR's warm-up and beta schedule
+            restart at every level or span all levels; schedules with one level are unaffected.
         units: restrict reconstruction to these unit names (``None`` = all); others only propagate.
         per_channel_activations: let Q-HyViT's layout search pick per-channel activation scales
             (more accurate; onnxruntime runs those layers in float, see docs/deployment.md). ``False``
@@ -88,6 +94,7 @@ class ReconConfig:
     round_weight: float = 1e-2
     beta: tuple[float, float] = (20.0, 2.0)
     warmup: float = 0.2
+    anneal: str = "level"
     units: tuple[str, ...] | None = None
     per_channel_activations: bool = True
     seed: int = 0
@@ -101,6 +108,8 @@ class ReconConfig:
             raise VitqError("samples, iters and batch_size must be positive")
         if not 0.0 <= self.warmup < 1.0:
             raise VitqError(f"warmup must be in [0, 1), got {self.warmup}")
+        if self.anneal not in ANNEAL_MODES:
+            raise VitqError(f"anneal must be one of {ANNEAL_MODES}, got {self.anneal!r}")
 
     @property
     def stages(self) -> tuple[Stage, ...]:

@@ -71,6 +71,22 @@ class Reconstructor:
         self.device, self.progress = device, progress
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.iters = schedule.iters(cfg, partition.num_blocks)
+        self.levels = schedule.levels(cfg, partition.num_blocks)
+        self.level_index = 0  # set by reconstruct() before each level
+
+    def regularizer_beta(self, step: int) -> float | None:
+        """Beta of the rounding regularizer at ``step`` of the current level, ``None`` during warm-up.
+
+        ``anneal="global"`` counts steps over all levels, so one warm-up and one beta schedule span
+        the whole fine-to-coarse progression."""
+        span = self.iters
+        if self.cfg.anneal == "global":
+            span, step = self.iters * len(self.levels), step + self.level_index * self.iters
+        warm = int(self.cfg.warmup * span)
+        if step < warm:
+            return None
+        beta_start, beta_end = self.cfg.beta
+        return beta_end + (beta_start - beta_end) * max(0.0, 1.0 - (step - warm) / max(1, span - warm))
 
     def carriers(self, granularity: int) -> list[Unit]:
         """The units a level walks (layer-wise levels walk blocks and optimize the layers inside)."""
@@ -107,8 +123,6 @@ class Reconstructor:
         acts = _activation_quantizers(target.modules)
         y_norm = float(y.pow(2).mean().clamp_min(1e-12))
         before = self.evaluate(target, x_q, y) / y_norm
-        beta_start, beta_end = self.cfg.beta
-        warm = int(self.cfg.warmup * self.iters)
         step = 0
         for stage in self.schedule.stages(self.cfg):
             n_iters = max(1, round(stage.fraction * self.iters))
@@ -118,8 +132,8 @@ class Reconstructor:
                 xb = self._mix(x_q[idx], x_fp[idx], stage.qdrop).to(self.device)
                 rec = (target.forward(xb) - y[idx].to(self.device)).pow(2).mean() / y_norm
                 loss = rec
-                if stage.weights and step >= warm:
-                    beta = beta_end + (beta_start - beta_end) * max(0.0, 1.0 - (step - warm) / max(1, self.iters - warm))
+                beta = self.regularizer_beta(step)
+                if stage.weights and beta is not None:
                     loss = rec + self.cfg.round_weight * sum(q.rounding_regularizer(beta) for _, q in rounders)
                 if opt is not None:
                     opt.zero_grad(set_to_none=True)
@@ -215,15 +229,15 @@ def reconstruct(model: nn.Module, model_name: str, images: Iterable[torch.Tensor
     for p, _ in saved:
         p.requires_grad_(False)
     engine = Reconstructor(model, partition, schedule, cfg, device, progress)
-    levels = schedule.levels(cfg, partition.num_blocks)
-    engine.check_units(levels)
+    engine.check_units(engine.levels)
     samples = make_samples(list(images), cfg.samples, cfg.augment, cfg.seed)
     entry = model.get_submodule(partition.entry)
     with quantization_disabled(model):
         x_fp = capture_input(model, entry, samples, 4 * cfg.batch_size, device, partition.pack_entry)
     x_q = capture_input(model, entry, samples, 4 * cfg.batch_size, device, partition.pack_entry)
     try:
-        for granularity in levels:
+        for index, granularity in enumerate(engine.levels):
+            engine.level_index = index
             report.levels.append(level_name(granularity))
             report.losses += engine.run_level(granularity, x_fp, x_q)
     finally:
