@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-COLUMNS = ("bits", "method", "pos", "samples/iters/coarsest", "softmax", "ln_reparam", "n_images", "top1", "fp32_top1", "drop",
+COLUMNS = ("bits", "method", "init", "pos", "samples/iters/coarsest", "softmax", "ln_reparam", "n_images", "top1", "fp32_top1", "drop",
            "agreement", "kl", "seconds", "device", "peak_rss_mb")
 
 
@@ -16,8 +16,13 @@ def row(record: dict) -> list[str]:
     # POS applies to pfcr only; brecq/adaround always run one joint stage
     pos = record.get("recon", {}).get("pos", "-") if record["method"] == "pfcr" else ("joint" if "recon" in record else "-")
     recon = record.get("recon")
+    if recon and recon.get("anneal", "level") != "level":
+        pos = f"{pos}, {recon['anneal']} anneal"
     budget = f"{recon['samples']}/{recon['iters']}/{recon['coarsest']}" if recon else "-"
-    values = {**record, "pos": pos, "samples/iters/coarsest": budget,
+    init = f"{record['config'].get('init_method', 'mse')}" if recon else "-"
+    if init == "percentile" or record["method"] == "percentile":
+        init = f"percentile {record['config'].get('percentile', 99.99)}" if recon else "-"
+    values = {"peak_rss_mb": "-", **record, "init": init, "pos": pos, "samples/iters/coarsest": budget,
               "softmax": record["config"].get("softmax_quantizer", "uniform"),
               "ln_reparam": record["config"].get("ln_reparam", False)}
     return [f"{values[c]:.2f}" if isinstance(values[c], float) else str(values[c]) for c in COLUMNS]
