@@ -22,6 +22,10 @@ def row(record: dict) -> list[str]:
     init = f"{record['config'].get('init_method', 'mse')}" if recon else "-"
     if init == "percentile" or record["method"] == "percentile":
         init = f"percentile {record['config'].get('percentile', 99.99)}" if recon else "-"
+    observers = [f"{pattern}: {opts['observer']}" for pattern, opts in record["config"].get("overrides", {}).items()
+                 if "observer" in opts]
+    if recon and observers:
+        init = f"{init} ({', '.join(observers)})"
     values = {"peak_rss_mb": "-", **record, "init": init, "pos": pos, "samples/iters/coarsest": budget,
               "softmax": record["config"].get("softmax_quantizer", "uniform"),
               "ln_reparam": record["config"].get("ln_reparam", False)}
