@@ -19,13 +19,16 @@ def row(record: dict) -> list[str]:
     if recon and recon.get("anneal", "level") != "level":
         pos = f"{pos}, {recon['anneal']} anneal"
     budget = f"{recon['samples']}/{recon['iters']}/{recon['coarsest']}" if recon else "-"
-    init = f"{record['config'].get('init_method', 'mse')}" if recon else "-"
-    if init == "percentile" or record["method"] == "percentile":
-        init = f"percentile {record['config'].get('percentile', 99.99)}" if recon else "-"
-    observers = [f"{pattern}: {opts['observer']}" for pattern, opts in record["config"].get("overrides", {}).items()
-                 if "observer" in opts]
-    if recon and observers:
-        init = f"{init} ({', '.join(observers)})"
+    init = "-"  # the calibration a reconstruction started from
+    if recon:
+        config = record["config"]
+        init = config.get("init_method", "mse")
+        if init == "percentile":
+            init += f" {config['percentile']}"
+        observers = [f"{pattern}: {opts['observer']}" for pattern, opts in config.get("overrides", {}).items()
+                     if "observer" in opts]
+        if observers:
+            init += f" ({', '.join(observers)})"
     values = {"peak_rss_mb": "-", **record, "init": init, "pos": pos, "samples/iters/coarsest": budget,
               "softmax": record["config"].get("softmax_quantizer", "uniform"),
               "ln_reparam": record["config"].get("ln_reparam", False)}
