@@ -18,17 +18,22 @@ def row(record: dict) -> list[str]:
     recon = record.get("recon")
     if recon and recon.get("anneal", "level") != "level":
         pos = f"{pos}, {recon['anneal']} anneal"
-    budget = f"{recon['samples']}/{recon['iters']}/{recon['coarsest']}" if recon else "-"
+    budget = "-"
+    if recon:
+        samples = f"{recon['samples']} aug" if recon.get("augment") else str(recon["samples"])
+        budget = f"{samples}/{recon['iters']}/{recon['coarsest']}"
+    config = record["config"]
     init = "-"  # the calibration a reconstruction started from
     if recon:
-        config = record["config"]
         init = config.get("init_method", "mse")
         if init == "percentile":
             init += f" {config['percentile']}"
-        observers = [f"{pattern}: {opts['observer']}" for pattern, opts in config.get("overrides", {}).items()
-                     if "observer" in opts]
-        if observers:
-            init += f" ({', '.join(observers)})"
+    observers = [f"{pattern}: {opts['observer']}" for pattern, opts in config.get("overrides", {}).items()
+                 if "observer" in opts]
+    if config.get("weight_observer"):
+        observers.append(f"weights: {config['weight_observer']}")
+    if observers:
+        init += f" ({', '.join(observers)})"
     values = {"peak_rss_mb": "-", **record, "init": init, "pos": pos, "samples/iters/coarsest": budget,
               "softmax": record["config"].get("softmax_quantizer", "uniform"),
               "ln_reparam": record["config"].get("ln_reparam", False)}

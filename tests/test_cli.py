@@ -34,15 +34,18 @@ def test_quantize_then_eval_json(quantized, sample_images, tmp_path):
     assert written["records"][0]["top1"] == record["top1"] and written["git_commit"] and written["versions"]["torch"]
 
 
-def test_percentile_option_is_recorded_in_the_checkpoint(tmp_path, deit_checkpoint, sample_images):
+def test_percentile_and_weight_observer_options_are_recorded_in_the_checkpoint(tmp_path, deit_checkpoint, sample_images):
     from vitq.api import load_quantized
 
     out = tmp_path / "p.pt"
     result = CliRunner().invoke(main, ["quantize", MODEL, str(out), "--checkpoint", str(deit_checkpoint), "--data",
                                        str(sample_images), "--method", "percentile", "--percentile", "99.5",
-                                       "--calib-size", "8"])
+                                       "--weight-observer", "mse", "--calib-size", "8"])
     assert result.exit_code == 0, result.output
-    assert load_quantized(out)[1]["config"].percentile == 99.5
+    model, meta = load_quantized(out)
+    assert meta["config"].percentile == 99.5 and meta["config"].weight_observer == "mse"
+    assert model.blocks[0].attn.qkv.weight_quant.observer_name == "mse"
+    assert model.blocks[0].attn.qkv.input_quant.observer_name == "percentile"
 
 
 def test_eval_table(quantized, sample_images):

@@ -109,14 +109,17 @@ def main(verbose: int) -> None:
               help="Clipping percentile of the percentile observer. Default: 99.999 at 8-bit activations, 99.9 below.")
 @click.option("--init-method", type=click.Choice(["minmax", "percentile", "mse"]), default=None,
               help="Calibration a reconstruction method starts from. Default: percentile (qhyvit: minmax).")
+@click.option("--weight-observer", type=click.Choice(["minmax", "mse", "percentile"]), default=None,
+              help="Observer of the weight scales. Default: the calibration method's (min-max for percentile); "
+                   "mse is what 3-bit weights need.")
 @batch_option
 @seed_option
 @device_option
 def quantize_cmd(model_name: str, output: Path, checkpoint: Path | None, pretrained: bool, data: Path | None, bits: str,
                  method: str, recon_preset: str, iters: int | None, coarsest: int | None, pos: str | None,
                  recon_units: str | None, per_tensor_activations: bool, calib_size: int | None, first_last: str,
-                 softmax_quantizer: str, percentile: float | None, init_method: str | None, batch_size: int, seed: int,
-                 device: str) -> None:
+                 softmax_quantizer: str, percentile: float | None, init_method: str | None, weight_observer: str | None,
+                 batch_size: int, seed: int, device: str) -> None:
     """Quantize MODEL_NAME (a timm name) with calibration images and save a reloadable checkpoint to OUTPUT."""
     seed_everything(seed)
     w_bits, a_bits = parse_bits(bits)
@@ -126,7 +129,7 @@ def quantize_cmd(model_name: str, output: Path, checkpoint: Path | None, pretrai
     recon = {"preset": recon_preset, "seed": seed, **{k: v for k, v in options.items() if v is not None}}
     config = QuantConfig(w_bits=w_bits, a_bits=a_bits, method=method, first_last=first_last,
                          softmax_quantizer=softmax_quantizer, percentile=percentile, init_method=init_method,
-                         recon=recon if method not in CALIBRATION_METHODS else {})
+                         weight_observer=weight_observer, recon=recon if method not in CALIBRATION_METHODS else {})
     device = check_device(device)
     model = create_float_model(model_name, checkpoint=checkpoint, pretrained=pretrained)
     dataset = open_split(data or demo_images(), "calibration", eval_transform(model), limit=calib_size)

@@ -38,6 +38,8 @@ def setting(record: dict[str, Any]) -> str:
         parts.append(f"init={config['init_method']}")
     if record.get("method") == "percentile" or (reconstructs and config.get("init_method") == "percentile"):
         parts.append(f"percentile={config.get('percentile', 99.99)}")
+    if config.get("weight_observer"):
+        parts.append(f"weights={config['weight_observer']}")
     if config.get("ln_reparam") is False:
         parts.append("no-ln-reparam")
     return ", ".join(parts)

@@ -100,6 +100,14 @@ def test_config_roundtrip_and_validation():
         QuantConfig(w_bits=12)
 
 
+def test_weight_observer_replaces_only_the_weight_observer():
+    assert QuantConfig(method="percentile").observers == ("minmax", "percentile")
+    assert QuantConfig(method="percentile", weight_observer="mse").observers == ("mse", "percentile")
+    assert QuantConfig(method="pfcr", init_method="percentile", weight_observer="mse").observers == ("mse", "percentile")
+    with pytest.raises(VitqError, match="weight_observer must be one of"):
+        QuantConfig(weight_observer="median")
+
+
 def test_default_percentile_clips_more_at_fewer_bits_and_is_recorded():
     assert QuantConfig(w_bits=8, a_bits=8).percentile == 99.999
     assert QuantConfig(w_bits=4, a_bits=4).percentile == 99.9

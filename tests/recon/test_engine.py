@@ -83,3 +83,31 @@ def test_anneal_modes_schedule_the_rounding_regularizer(anneal, images):
 def test_bad_anneal_mode_is_rejected():
     with pytest.raises(VitqError, match="anneal must be one of"):
         ReconConfig(anneal="sometimes")
+
+
+def test_reopen_keeps_decisions_but_makes_them_revisable_again():
+    weight = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+    q = LearnedRoundingQuantizer(4, True, 4, 0, weight.shape)
+    with torch.no_grad():
+        q.scale.copy_(weight.abs().amax(1) / 7)
+    q.scale.requires_grad_(False)
+    q.initialized.fill_(True)
+    q.start_soft(weight)
+    q.soft_logits = (torch.where(q.soft_rounding() >= 0.5, 8.0, -8.0)).requires_grad_(True)  # an annealed level
+    q.freeze()
+    decided = q.rounding.clone()
+    q.start_soft(weight)
+    q(weight).sum().backward()
+    assert q.soft_logits.grad.abs().max() == 0  # clamped: a coarser level could not change anything
+    q.reopen(0.1)
+    q.start_soft(weight)
+    q(weight).sum().backward()
+    assert (q.soft_logits.grad != 0).float().mean() > 0.8  # all but codes clamped at the grid's ends
+    h = q.soft_rounding().detach()
+    assert torch.equal((h >= 0.5).to(torch.uint8), decided)
+    torch.testing.assert_close(torch.where(decided.bool(), 1 - h, h), torch.full_like(h, 0.1))
+
+
+def test_bad_reopen_margin_is_rejected():
+    with pytest.raises(VitqError, match="reopen must be in"):
+        ReconConfig(reopen=0.5)

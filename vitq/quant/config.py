@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from vitq.errors import VitqError
+from vitq.quant.observers import OBSERVERS
 from vitq.quant.quantizer import check_bits
 
 FIRST_LAST_POLICIES = ("same", "8bit", "float")
@@ -65,6 +66,9 @@ class QuantConfig:
             ``same`` as the rest, ``8bit``, or ``float`` (left unquantized).
         softmax_quantizer: quantizer for the attention probabilities (the left operand of attn @ v).
         post_act_quantizer: quantizer for MLP hidden activations (the input of ``mlp.fc2``, after GELU).
+        weight_observer: observer of every weight quantizer (``minmax``, ``mse``, ``percentile``); ``None``
+            keeps the calibration method's (``CALIBRATION_METHODS``). MSE-searched weight clipping is
+            what lets 3-bit weights reconstruct at all (docs/reconstruction.md).
         percentile: clipping percentile of the ``percentile`` observer; ``None`` picks
             :func:`default_percentile` for ``a_bits`` (and records the value).
         ln_reparam: calibrate post-LayerNorm Linear inputs per channel and fold the factors into
@@ -83,6 +87,7 @@ class QuantConfig:
     first_last: str = "8bit"
     softmax_quantizer: str = "uniform"
     post_act_quantizer: str = "uniform"
+    weight_observer: str | None = None
     percentile: float | None = None
     ln_reparam: bool = True
     ln_power_of_two: bool = False
@@ -110,6 +115,8 @@ class QuantConfig:
             recon_config(self)
         if self.init_method not in CALIBRATION_METHODS:
             raise VitqError(f"init_method must be one of {sorted(CALIBRATION_METHODS)}, got {self.init_method!r}")
+        if self.weight_observer is not None and self.weight_observer not in OBSERVERS.names():
+            raise VitqError(f"weight_observer must be one of {OBSERVERS.names()}, got {self.weight_observer!r}")
         if not 50.0 < self.percentile <= 100.0:
             raise VitqError(f"percentile must be in (50, 100], got {self.percentile}")
         for pattern, opts in self.overrides.items():
@@ -130,7 +137,8 @@ class QuantConfig:
     @property
     def observers(self) -> tuple[str, str]:
         """(weight observer, activation observer) used to initialise scales."""
-        return CALIBRATION_METHODS.get(self.method, CALIBRATION_METHODS[self.init_method])
+        weights, activations = CALIBRATION_METHODS.get(self.method, CALIBRATION_METHODS[self.init_method])
+        return self.weight_observer or weights, activations
 
     def override_for(self, quantizer_name: str) -> dict[str, Any]:
         merged: dict[str, Any] = {}

@@ -75,6 +75,9 @@ class ReconConfig:
         warmup: fraction of each level's iterations without the regularizer.
         anneal: ``level`` or ``global`` (``ANNEAL_MODES``): whether PFCR's warm-up and beta schedule
             restart at every level or span all levels; schedules with one level are unaffected.
+        reopen: at the start of every level after the first, move each soft rounding decided by the
+            previous level back to ``h = margin`` (or ``1 - margin``) so the coarser level can still
+            revise it (``LearnedRoundingQuantizer.reopen``); 0 keeps previous decisions frozen.
         units: restrict reconstruction to these unit names (``None`` = all); others only propagate.
         per_channel_activations: let Q-HyViT's layout search pick per-channel activation scales
             (more accurate; onnxruntime runs those layers in float, see docs/deployment.md). ``False``
@@ -95,6 +98,7 @@ class ReconConfig:
     beta: tuple[float, float] = (20.0, 2.0)
     warmup: float = 0.2
     anneal: str = "level"
+    reopen: float = 0.0
     units: tuple[str, ...] | None = None
     per_channel_activations: bool = True
     seed: int = 0
@@ -108,6 +112,8 @@ class ReconConfig:
             raise VitqError("samples, iters and batch_size must be positive")
         if not 0.0 <= self.warmup < 1.0:
             raise VitqError(f"warmup must be in [0, 1), got {self.warmup}")
+        if not 0.0 <= self.reopen < 0.5:
+            raise VitqError(f"reopen must be in [0, 0.5), got {self.reopen}")
         if self.anneal not in ANNEAL_MODES:
             raise VitqError(f"anneal must be one of {ANNEAL_MODES}, got {self.anneal!r}")
 

@@ -121,6 +121,8 @@ class Reconstructor:
         rounders = [(layer.weight, layer.weight_quant) for layer in layers
                     if isinstance(layer.weight_quant, LearnedRoundingQuantizer) and layer.weight_quant.enabled]
         acts = _activation_quantizers(target.modules)
+        for _, q in rounders:
+            q.reopen(self.cfg.reopen)  # only logits left by an earlier level exist here
         y_norm = float(y.pow(2).mean().clamp_min(1e-12))
         before = self.evaluate(target, x_q, y) / y_norm
         step = 0

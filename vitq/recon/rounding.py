@@ -63,6 +63,20 @@ class LearnedRoundingQuantizer(UniformQuantizer):
             self.soft_logits = -torch.log((ZETA - GAMMA) / (frac - GAMMA) - 1.0)
         self.soft_logits.requires_grad_(True)
 
+    def reopen(self, margin: float) -> None:
+        """Pull decided weights back onto the slope of ``h``, keeping every decision.
+
+        An annealed level leaves most ``h(V)`` clamped at exactly 0 or 1, where the clamp has no
+        gradient: a later, coarser level could then no longer revise those roundings. Clipping
+        ``V`` to where ``h`` is in ``[margin, 1 - margin]`` keeps each choice (and the soft weight
+        within ``margin`` steps of it) but makes it revisable again.
+        """
+        if self.soft_logits is None or margin <= 0.0:
+            return
+        sig = (1.0 - margin - GAMMA) / (ZETA - GAMMA)
+        limit = float(torch.logit(torch.tensor(sig)))
+        self.soft_logits = self.soft_logits.detach().clamp(-limit, limit)
+
     def freeze(self) -> None:
         """Stop learning but keep the soft state: forward uses the hard ``rounding`` again."""
         self.harden()
