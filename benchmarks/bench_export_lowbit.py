@@ -40,7 +40,7 @@ def main() -> None:
     p.add_argument("--checkpoint", type=Path, default=Path("assets/deit_tiny_patch16_224.safetensors"))
     p.add_argument("--bits", default="W8A8,W6A6,W4A4")
     p.add_argument("--method", default="mse")
-    p.add_argument("--softmax-quantizer", default="uniform")
+    p.add_argument("--softmax-quantizer", default=None, help="Default: the library's (QuantConfig).")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_export_parity.json"))
     args = p.parse_args()
@@ -62,7 +62,7 @@ def main() -> None:
             ort_vs_fp32 = compare(exported.path, FloatView(qmodel), evaluation)  # its torch_top1 is fp32's top-1
             records.append({
                 "model": MODEL, "dataset": str(args.data), "n_images": parity.n_images, "method": f"{args.method}+onnx-export",
-                "bits": config.bits, "softmax_quantizer": args.softmax_quantizer, "runtime": "onnxruntime",
+                "bits": config.bits, "softmax_quantizer": config.softmax_quantizer, "runtime": "onnxruntime",
                 "top1": round(parity.ort_top1, 3), "torch_top1": round(parity.torch_top1, 3), "fp32_top1": round(ort_vs_fp32.torch_top1, 3),
                 "drop": round(ort_vs_fp32.torch_top1 - parity.ort_top1, 3), "agreement": round(ort_vs_fp32.agreement, 3),
                 "agreement_with_torch": round(parity.agreement, 3),

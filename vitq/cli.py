@@ -104,21 +104,23 @@ def main(verbose: int) -> None:
 @click.option("--calib-size", type=int, default=None, help="Use at most this many calibration images.")
 @click.option("--first-last", type=click.Choice(FIRST_LAST_POLICIES), default="8bit", show_default=True,
               help="Precision of patch embedding and head.")
-@click.option("--softmax-quantizer", type=click.Choice(SOFTMAX_QUANTIZERS), default="uniform", show_default=True)
+@click.option("--softmax-quantizer", type=click.Choice(SOFTMAX_QUANTIZERS), default=None,
+              help="Quantizer of the attention probabilities. Default: log2 for percentile calibration at <= 4-bit "
+                   "activations, else uniform.")
 @click.option("--percentile", type=float, default=None,
               help="Clipping percentile of the percentile observer. Default: 99.999 at 8-bit activations, 99.9 below.")
 @click.option("--init-method", type=click.Choice(["minmax", "percentile", "mse"]), default=None,
               help="Calibration a reconstruction method starts from. Default: percentile (qhyvit: minmax).")
 @click.option("--weight-observer", type=click.Choice(["minmax", "mse", "percentile"]), default=None,
-              help="Observer of the weight scales. Default: the calibration method's (min-max for percentile); "
-                   "mse is what 3-bit weights need.")
+              help="Observer of the weight scales. Default: the calibration method's (percentile: min-max, "
+                   "mse at <= 4-bit weights).")
 @batch_option
 @seed_option
 @device_option
 def quantize_cmd(model_name: str, output: Path, checkpoint: Path | None, pretrained: bool, data: Path | None, bits: str,
                  method: str, recon_preset: str, iters: int | None, coarsest: int | None, pos: str | None,
                  recon_units: str | None, per_tensor_activations: bool, calib_size: int | None, first_last: str,
-                 softmax_quantizer: str, percentile: float | None, init_method: str | None, weight_observer: str | None,
+                 softmax_quantizer: str | None, percentile: float | None, init_method: str | None, weight_observer: str | None,
                  batch_size: int, seed: int, device: str) -> None:
     """Quantize MODEL_NAME (a timm name) with calibration images and save a reloadable checkpoint to OUTPUT."""
     seed_everything(seed)
