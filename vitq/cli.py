@@ -105,10 +105,11 @@ def main(verbose: int) -> None:
 @click.option("--first-last", type=click.Choice(FIRST_LAST_POLICIES), default="8bit", show_default=True,
               help="Precision of patch embedding and head.")
 @click.option("--softmax-quantizer", type=click.Choice(SOFTMAX_QUANTIZERS), default=None,
-              help="Quantizer of the attention probabilities. Default: log2 for percentile calibration at <= 4-bit "
+              help="Quantizer of the attention probabilities. Default: log2 for percentile calibration at 4-bit "
                    "activations, else uniform.")
 @click.option("--percentile", type=float, default=None,
-              help="Clipping percentile of the percentile observer. Default: 99.999 at 8-bit activations, 99.9 below.")
+              help="Clipping percentile of the percentile observer. Default: 99.999 at 8-bit activations, 99.9 at 4-7, "
+                   "99.5 at 2-3.")
 @click.option("--init-method", type=click.Choice(["minmax", "percentile", "mse"]), default=None,
               help="Calibration a reconstruction method starts from. Default: percentile (qhyvit: minmax).")
 @click.option("--weight-observer", type=click.Choice(["minmax", "mse", "percentile"]), default=None,

@@ -110,10 +110,10 @@ def test_weight_observer_replaces_only_the_weight_observer():
 
 def test_low_bit_recipe_applies_to_percentile_calibration_only():
     low = QuantConfig(w_bits=4, a_bits=4, method="percentile")
-    assert (low.weight_observer, low.softmax_quantizer, low.percentile) == ("mse", "log2", 99.5)
+    assert (low.weight_observer, low.softmax_quantizer, low.percentile) == ("mse", "log2", 99.9)
     assert low.observers == ("mse", "percentile")
     recon = QuantConfig(w_bits=3, a_bits=3, method="pfcr")  # starts from percentile calibration
-    assert (recon.weight_observer, recon.softmax_quantizer) == ("mse", "log2")
+    assert (recon.weight_observer, recon.softmax_quantizer, recon.percentile) == ("mse", "uniform", 99.5)
     mixed = QuantConfig(w_bits=4, a_bits=8, method="percentile")
     assert (mixed.weight_observer, mixed.softmax_quantizer) == ("mse", "uniform")
     six = QuantConfig(w_bits=6, a_bits=6, method="percentile")
@@ -134,7 +134,8 @@ def test_configs_written_before_weight_observer_keep_their_method_observer():
 def test_default_percentile_clips_more_at_fewer_bits_and_is_recorded():
     assert QuantConfig(w_bits=8, a_bits=8).percentile == 99.999
     assert QuantConfig(w_bits=6, a_bits=6).percentile == 99.9
-    assert QuantConfig(w_bits=4, a_bits=4).percentile == 99.5
+    assert QuantConfig(w_bits=4, a_bits=4).percentile == 99.9
+    assert QuantConfig(w_bits=3, a_bits=3).percentile == 99.5
     explicit = QuantConfig(w_bits=4, a_bits=4, percentile=99.99)
     assert explicit.percentile == 99.99
     assert QuantConfig.from_dict(QuantConfig(w_bits=6, a_bits=6).to_dict()).percentile == 99.9

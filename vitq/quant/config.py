@@ -41,35 +41,38 @@ DEFAULT_INIT_METHOD = "percentile"
 OVERRIDE_KEYS = {"enable", "bits", "observer"}
 
 
-# At or below this many bits the default (percentile) calibration switches to the low-bit recipe:
-# activations clipped at the 99.5th percentile, MSE-searched weight scales, log2 softmax quantizer
+# At or below this many bits the default (percentile) calibration switches to the low-bit recipe
+# (:func:`low_bit_defaults`)
 LOW_BITS = 4
 
 
 def default_percentile(a_bits: int) -> float:
     """Clipping percentile of the ``percentile`` observer when none is given.
 
-    Fewer bits make each step coarser, so clipping more of the tail pays: DeiT-Tiny, exact
-    percentiles, 875 evaluation images (benchmarks/results/baseline_deit_tiny_percentile_exact.json):
-    W8A8 mean KL to fp32 0.0067 at 99.999 vs 0.0092 at 99.99; W6A6 top-1 77.6 at 99.9 vs 75.9 at
-    99.99; W4A4 41.5 vs 9.9. At ``LOW_BITS`` and below 99.5 (baseline_deit_tiny_lowbit_*.json).
+    Fewer bits make each step coarser, so clipping more of the tail pays. DeiT-Tiny, exact
+    percentiles, 875 evaluation images: W8A8 mean KL to fp32 0.0067 at 99.999 vs 0.0092 at 99.99;
+    W6A6 top-1 77.6 at 99.9 vs 75.9 at 99.99 (baseline_deit_tiny_percentile_exact.json). With the
+    low-bit recipe (MSE weights, log2 softmax) W4A4 61.0 at 99.9 vs 59.2 at 99.5, but W3A3 10.6 at
+    99.5 vs 6.9 at 99.9 (baseline_deit_tiny_lowbit_*.json).
     """
     if a_bits >= 8:
         return 99.999
-    return 99.9 if a_bits > LOW_BITS else 99.5
+    return 99.9 if a_bits >= 4 else 99.5
 
 
 def low_bit_defaults(w_bits: int, a_bits: int) -> dict[str, str]:
     """Weight observer and softmax quantizer of percentile calibration at ``LOW_BITS`` and below.
 
-    DeiT-Tiny, no reconstruction, 875 evaluation images (baseline_deit_tiny_lowbit_*.json): at W4A4
-    the log2 softmax quantizer lifts top-1 from 50.9 (uniform) to 59.2; MSE-searched weight scales
-    are what lets W3A3 reconstruct at all (docs/reconstruction.md).
+    DeiT-Tiny, 875 evaluation images (benchmarks/results/baseline_deit_tiny_lowbit_*.json,
+    recon_lowbit_log2_w3a3.json): MSE-searched weight scales are what lets W3A3 reconstruct at all
+    (docs/reconstruction.md); the log2 softmax quantizer lifts W4A4 without reconstruction from 50.9
+    (uniform) to 59.2 top-1, but at 3 bits its 8 levels reconstruct worse than the uniform grid
+    (PFCR 31.4 vs 35.0), so 3-bit activations keep ``uniform``.
     """
     defaults = {}
     if w_bits <= LOW_BITS:
         defaults["weight_observer"] = "mse"
-    if a_bits <= LOW_BITS:
+    if a_bits == LOW_BITS:
         defaults["softmax_quantizer"] = "log2"
     return defaults
 
@@ -87,8 +90,8 @@ class QuantConfig:
         first_last: precision of the patch embedding (first) and the classifier head (last):
             ``same`` as the rest, ``8bit``, or ``float`` (left unquantized).
         softmax_quantizer: quantizer for the attention probabilities (the left operand of attn @ v);
-            ``None``: ``log2`` for percentile calibration at ``LOW_BITS`` activation bits and below
-            (:func:`low_bit_defaults`), else ``uniform``.
+            ``None``: ``log2`` for percentile calibration at 4-bit activations (:func:`low_bit_defaults`),
+            else ``uniform``.
         post_act_quantizer: quantizer for MLP hidden activations (the input of ``mlp.fc2``, after GELU).
         weight_observer: observer of every weight quantizer (``minmax``, ``mse``, ``percentile``); ``None``
             keeps the calibration method's (``CALIBRATION_METHODS``), except that percentile calibration
