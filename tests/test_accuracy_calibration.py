@@ -11,7 +11,7 @@ from vitq.models import create_float_model
 from vitq.quant import QuantConfig
 from vitq.workflow import quantize_and_evaluate
 
-FLOOR_W4A4_AGREEMENT = 25.0
+FLOOR_W4A4_AGREEMENT = 55.0
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +35,15 @@ def test_w8a8_percentile_matches_fp32(data):
 
 @pytest.mark.accuracy
 def test_w4a4_percentile_does_not_collapse(data):
-    """The bit-aware default percentile (99.9 below 8 bits) keeps W4A4 usable without reconstruction
-    (875 images: 41.5 % top-1, KL 1.63; at 99.99 it was 9.9 %, KL 3.84; these 100 images: agreement 36 %, KL 1.77)."""
+    """The low-bit recipe (99.9th percentile, MSE weight scales, log2 softmax) keeps W4A4 usable without
+    reconstruction: 875 images 61.0 % top-1 / agreement 66.4 % (baseline_deit_tiny_lowbit_pct999_mse_weights.json;
+    min-max weights and a uniform softmax gave 41.5 %, KL 1.63); these 100 images: agreement 66 %, KL 0.89
+    (recon_ci.json)."""
     model, calib, evaluation = data
     _, run = quantize_and_evaluate(model, DEMO_MODEL, QuantConfig(w_bits=4, a_bits=4, method="percentile"), calib, evaluation,
                                    "bundled", progress=False)
     assert run.quantized.agreement >= FLOOR_W4A4_AGREEMENT
-    assert run.quantized.kl < 2.5
+    assert run.quantized.kl < 1.2
 
 
 @pytest.mark.accuracy
