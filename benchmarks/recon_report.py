@@ -18,6 +18,8 @@ def row(record: dict) -> list[str]:
     recon = record.get("recon")
     if recon and recon.get("anneal", "level") != "level":
         pos = f"{pos}, {recon['anneal']} anneal"
+    if recon and recon.get("reopen") and record["method"] == "pfcr":  # one-level schedules never reopen
+        pos = f"{pos}, reopen {recon['reopen']}"
     budget = "-"
     if recon:
         samples = f"{recon['samples']} aug" if recon.get("augment") else str(recon["samples"])
