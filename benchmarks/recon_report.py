@@ -37,8 +37,8 @@ def row(record: dict) -> list[str]:
     if observers:
         init += f" ({', '.join(observers)})"
     values = {"peak_rss_mb": "-", **record, "init": init, "pos": pos, "samples/iters/coarsest": budget,
-              "softmax": record["config"].get("softmax_quantizer", "uniform"),
-              "ln_reparam": record["config"].get("ln_reparam", False)}
+              "softmax": config.get("softmax_quantizer", "uniform"),
+              "ln_reparam": config.get("ln_reparam", False)}
     return [f"{values[c]:.2f}" if isinstance(values[c], float) else str(values[c]) for c in COLUMNS]
 
 

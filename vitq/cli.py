@@ -29,6 +29,7 @@ from vitq.models.families import FAMILIES
 from vitq.models.loading import create_float_model
 from vitq.models.wrap import float_layers_left
 from vitq.quant.config import CALIBRATION_METHODS, FIRST_LAST_POLICIES, SOFTMAX_QUANTIZERS, QuantConfig, methods, parse_bits
+from vitq.quant.observers import OBSERVERS
 from vitq.recon import METHODS as RECON_METHODS
 from vitq.recon import POS_VARIANTS, RECON_PRESETS
 from vitq.report import RESULTS_DIR, load_results, render
@@ -112,7 +113,7 @@ def main(verbose: int) -> None:
                    "99.5 at 2-3.")
 @click.option("--init-method", type=click.Choice(["minmax", "percentile", "mse"]), default=None,
               help="Calibration a reconstruction method starts from. Default: percentile (qhyvit: minmax).")
-@click.option("--weight-observer", type=click.Choice(["minmax", "mse", "percentile"]), default=None,
+@click.option("--weight-observer", type=click.Choice(OBSERVERS.names()), default=None,
               help="Observer of the weight scales. Default: the calibration method's (percentile: min-max, "
                    "mse at <= 4-bit weights).")
 @batch_option

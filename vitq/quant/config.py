@@ -133,8 +133,7 @@ class QuantConfig:
             object.__setattr__(self, "percentile", default_percentile(self.a_bits))
         if self.init_method is None:
             object.__setattr__(self, "init_method", DEFAULT_INIT_METHOD)
-        calibration = self.method if self.method in CALIBRATION_METHODS else self.init_method
-        resolved = low_bit_defaults(self.w_bits, self.a_bits) if calibration == "percentile" else {}
+        resolved = low_bit_defaults(self.w_bits, self.a_bits) if self.calibration == "percentile" else {}
         for key, value in {"softmax_quantizer": "uniform", **resolved}.items():
             if getattr(self, key) is None:
                 object.__setattr__(self, key, value)
@@ -168,9 +167,15 @@ class QuantConfig:
         return f"W{self.w_bits}A{self.a_bits}"
 
     @property
+    def calibration(self) -> str:
+        """The calibration method whose observers set the scales: ``method`` itself, or the
+        ``init_method`` a reconstruction method starts from."""
+        return self.method if self.method in CALIBRATION_METHODS else self.init_method
+
+    @property
     def observers(self) -> tuple[str, str]:
         """(weight observer, activation observer) used to initialise scales."""
-        weights, activations = CALIBRATION_METHODS.get(self.method, CALIBRATION_METHODS[self.init_method])
+        weights, activations = CALIBRATION_METHODS[self.calibration]
         return self.weight_observer or weights, activations
 
     def override_for(self, quantizer_name: str) -> dict[str, Any]:
@@ -189,11 +194,10 @@ class QuantConfig:
         unknown = set(data) - known
         if unknown:
             raise VitqError(f"unknown config keys {sorted(unknown)}; known: {sorted(known)}")
+        config = cls(**data)
         if "weight_observer" not in data:  # written before the field existed: the method's own observer
-            method = data.get("method", "mse")
-            calibration = method if method in CALIBRATION_METHODS else data.get("init_method") or DEFAULT_INIT_METHOD
-            data = {**data, "weight_observer": CALIBRATION_METHODS.get(calibration, ("minmax",))[0]}
-        return cls(**data)
+            config = replace(config, weight_observer=CALIBRATION_METHODS[config.calibration][0])
+        return config
 
     def with_(self, **changes: Any) -> QuantConfig:
         return replace(self, **changes)
