@@ -111,3 +111,28 @@ def test_reopen_keeps_decisions_but_makes_them_revisable_again():
 def test_bad_reopen_margin_is_rejected():
     with pytest.raises(VitqError, match="reopen must be in"):
         ReconConfig(reopen=0.5)
+
+
+def test_fisher_weights_follow_what_reaches_the_prediction(images):
+    from vitq.recon.engine import Reconstructor
+    from vitq.recon.partition import partition_for
+
+    qmodel = tiny_wrapped(QuantConfig(w_bits=3, a_bits=4), images)
+    part = partition_for(qmodel, NAME)
+    engine = Reconstructor(qmodel, part, METHODS.get("pfcr"), ReconConfig(loss="fisher"), "cpu", progress=False)
+    y = torch.randn(6, 17, 32, generator=torch.Generator().manual_seed(0))  # 16 patches + class token
+    last = engine.output_fisher([], y)  # after the last block only the class token reaches the head
+    assert last.shape == y.shape and last[:, 1:].abs().max() == 0 and (last[:, 0] > 0).any()
+    torch.testing.assert_close(last.mean(), torch.tensor(1.0))
+    earlier = engine.output_fisher(part.units(1)[1:], y)  # before two more blocks, every token counts
+    assert (earlier[:, 1:] > 0).float().mean() > 0.9
+
+
+def test_fisher_loss_reconstructs_and_is_refused_where_undefined(images):
+    _, report = run("brecq", images, ReconConfig(samples=16, iters=20, batch_size=8, lr_rounding=5e-2, loss="fisher"))
+    improved = [r["after"] < r["before"] for r in report.losses]
+    assert sum(improved) >= 0.8 * len(improved), report.losses
+    with pytest.raises(VitqError, match="loss 'fisher'.*layers"):
+        run("adaround", images, ReconConfig(iters=1, loss="fisher"))
+    with pytest.raises(VitqError, match="loss must be one of"):
+        ReconConfig(loss="l1")

@@ -1,4 +1,5 @@
-"""Units partition a model exactly: chaining them reproduces the entry module's output."""
+"""Units partition a model exactly: chaining them reproduces the entry module's output, and the
+partition's head maps that output to the model's logits."""
 from __future__ import annotations
 
 import pytest
@@ -36,6 +37,7 @@ def test_units_chain_to_the_model_output(name, kwargs, shape, blocks, merges):
             for unit in part.units(granularity):
                 out = unit(out)
             torch.testing.assert_close(out, reference)
+        torch.testing.assert_close(part.head(qmodel, reference), qmodel(x))  # the Fisher loss's head
 
 
 def test_swin_patch_merging_joins_first_block_of_its_stage():

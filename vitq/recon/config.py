@@ -52,6 +52,10 @@ DEFAULT_POS = "qdrop-first"
 # restart at every level (each level ends with every rounding decided), ``global`` = one warm-up and
 # one beta schedule spread over all levels (fine levels learn rounding freely, the coarsest decides)
 ANNEAL_MODES = ("level", "global")
+# What a unit's output error is weighted by: ``mse`` = every element alike; ``fisher`` = each element by
+# the squared gradient of the float model's classification loss w.r.t. it (BRECQ's diagonal Fisher),
+# so errors that reach the prediction (e.g. the class token late in a ViT) count more
+LOSSES = ("mse", "fisher")
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,8 @@ class ReconConfig:
         reopen: at the start of every level after the first, move each soft rounding decided by the
             previous level back to ``h = margin`` (or ``1 - margin``) so the coarser level can still
             revise it (``LearnedRoundingQuantizer.reopen``); 0 keeps previous decisions frozen.
+        loss: ``mse`` or ``fisher`` (``LOSSES``): how the unit's output error is weighted; ``fisher`` needs
+            a partition with a classifier head (``Partition.head``) and units on the residual stream.
         units: restrict reconstruction to these unit names (``None`` = all); others only propagate.
         per_channel_activations: let Q-HyViT's layout search pick per-channel activation scales
             (more accurate; onnxruntime runs those layers in float, see docs/deployment.md). ``False``
@@ -99,6 +105,7 @@ class ReconConfig:
     warmup: float = 0.2
     anneal: str = "level"
     reopen: float = 0.0
+    loss: str = "mse"
     units: tuple[str, ...] | None = None
     per_channel_activations: bool = True
     seed: int = 0
@@ -116,6 +123,8 @@ class ReconConfig:
             raise VitqError(f"reopen must be in [0, 0.5), got {self.reopen}")
         if self.anneal not in ANNEAL_MODES:
             raise VitqError(f"anneal must be one of {ANNEAL_MODES}, got {self.anneal!r}")
+        if self.loss not in LOSSES:
+            raise VitqError(f"loss must be one of {LOSSES}, got {self.loss!r}")
 
     @property
     def stages(self) -> tuple[Stage, ...]:

@@ -5,7 +5,8 @@ quantized-prefix input X_q are the current caches; compute the float target Y_fp
 minimize ||U_q(X_q) - Y_fp||^2 / ||Y_fp||^2 (+ rounding regularizer) over the unit's soft weight
 rounding and activation step sizes, stage by stage; then advance the caches through the unit
 (float -> Y_fp, quantized -> U_q(X_q) with hard rounding). Layer-wise units live inside a block
-"carrier": their caches are captured with hooks while the carrier runs.
+"carrier": their caches are captured with hooks while the carrier runs. With ``loss="fisher"`` each
+squared error is weighted by the float model's squared output gradient (``Reconstructor.output_fisher``).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -55,6 +57,10 @@ class _Target:
 
 def _layers(modules: Iterable[nn.Module]) -> list[nn.Module]:
     return unique_submodules(modules, lambda m: isinstance(m, (QuantLinear, QuantConv2d)))
+
+
+def _weighted_mean(sq: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    return (sq if weights is None else sq * weights).mean()
 
 
 def _activation_quantizers(modules: Iterable[nn.Module]) -> list[UniformQuantizer]:
@@ -108,11 +114,23 @@ class Reconstructor:
         if missing:
             raise VitqError(f"schedule names unknown unit(s) {missing}; units of this model and schedule: {', '.join(known)}")
 
+    def check_loss(self, levels: list[int]) -> None:
+        if self.cfg.loss != "fisher":
+            return
+        if self.partition.head is None:
+            raise VitqError("loss 'fisher' needs the partition's classifier head; this model family's partition "
+                            "defines none (use loss 'mse')")
+        if any(g in (LAYER, BRIDGE) for g in levels):
+            raise VitqError("loss 'fisher' weights outputs of residual-stream units; this method reconstructs "
+                            f"{'layers' if LAYER in levels else 'bridge blocks'} (use loss 'mse')")
+
     def selected(self, name: str) -> bool:
         return self.cfg.units is None or name in self.cfg.units
 
     # -- one optimization problem -------------------------------------------------------------
-    def optimize(self, target: _Target, x_fp: torch.Tensor, x_q: torch.Tensor, y: torch.Tensor, bar: tqdm) -> dict:
+    def optimize(self, target: _Target, x_fp: torch.Tensor, x_q: torch.Tensor, y: torch.Tensor, bar: tqdm,
+                 weights: torch.Tensor | None = None) -> dict:
+        """Fit ``target`` so that it maps ``x_q`` to ``y``; ``weights`` (like ``y``) weight each squared error."""
         layouts = {}
         if self.schedule.select_layouts:
             layouts = select_layouts(target.modules, target.forward, x_q, y, self.device,
@@ -123,8 +141,8 @@ class Reconstructor:
         acts = _activation_quantizers(target.modules)
         for _, q in rounders:
             q.reopen(self.cfg.reopen)  # only logits left by an earlier level exist here
-        y_norm = float(y.pow(2).mean().clamp_min(1e-12))
-        before = self.evaluate(target, x_q, y) / y_norm
+        y_norm = float(_weighted_mean(y.pow(2), weights).clamp_min(1e-12))
+        before = self.evaluate(target, x_q, y, weights) / y_norm
         step = 0
         for stage in self.schedule.stages(self.cfg):
             n_iters = max(1, round(stage.fraction * self.iters))
@@ -132,7 +150,8 @@ class Reconstructor:
             for _ in range(n_iters):
                 idx = torch.randint(len(x_q), (self.cfg.batch_size,), generator=self.gen)
                 xb = self._mix(x_q[idx], x_fp[idx], stage.qdrop).to(self.device)
-                rec = (target.forward(xb) - y[idx].to(self.device)).pow(2).mean() / y_norm
+                wb = None if weights is None else weights[idx].to(self.device)
+                rec = _weighted_mean((target.forward(xb) - y[idx].to(self.device)).pow(2), wb) / y_norm
                 loss = rec
                 beta = self.regularizer_beta(step)
                 if stage.weights and beta is not None:
@@ -153,7 +172,7 @@ class Reconstructor:
             q.freeze()
         for q in acts:
             q.scale.requires_grad_(False)
-        after = self.evaluate(target, x_q, y) / y_norm
+        after = self.evaluate(target, x_q, y, weights) / y_norm
         log.info("%s: relative mse %.5f -> %.5f", target.name, before, after)
         result = {"unit": target.name, "before": round(before, 6), "after": round(after, 6)}
         if layouts:
@@ -182,9 +201,30 @@ class Reconstructor:
         return torch.where(torch.rand(x_q.shape, generator=self.gen) < p, x_fp, x_q)
 
     @torch.no_grad()
-    def evaluate(self, target: _Target, x_q: torch.Tensor, y: torch.Tensor) -> float:
+    def evaluate(self, target: _Target, x_q: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None) -> float:
         out = run_batched(target.forward, x_q, 4 * self.cfg.batch_size, self.device)
-        return float((out - y).pow(2).mean())
+        return float(_weighted_mean((out - y).pow(2), weights))
+
+    def output_fisher(self, rest: list[Unit], y: torch.Tensor) -> torch.Tensor:
+        """Per-element weights for a unit whose float output is ``y``: the squared gradient of the float
+        model's cross-entropy against its own prediction, taken through the ``rest`` of the units and the
+        classifier head, scaled to mean 1 (BRECQ's diagonal Fisher, with pseudo-labels so calibration
+        needs no labels). Errors the prediction is blind to (e.g. a ViT's patch tokens after its last
+        block) get weight ~0; the weights live in CPU memory like the other caches."""
+        grads = []
+        batch = 4 * self.cfg.batch_size
+        with quantization_disabled(self.model), torch.enable_grad():
+            for i in range(0, len(y), batch):
+                z = y[i:i + batch].to(self.device).requires_grad_(True)
+                h = z
+                for unit in rest:
+                    h = unit(h)
+                logits = self.partition.head(self.model, h)
+                loss = F.cross_entropy(logits, logits.detach().argmax(-1), reduction="sum")
+                (grad,) = torch.autograd.grad(loss, z)
+                grads.append(grad.pow(2).cpu())
+        fisher = torch.cat(grads)
+        return fisher / fisher.mean().clamp_min(1e-30)
 
     # -- walking the units --------------------------------------------------------------------
     def float_forward(self, unit: Unit, x: torch.Tensor) -> torch.Tensor:
@@ -197,7 +237,7 @@ class Reconstructor:
         work = sum(len(_layers(u.modules())) if granularity == LAYER else 1 for u in carriers)
         bar = tqdm(total=work * self.iters, desc=level_name(granularity), disable=not self.progress, leave=False)
         losses = []
-        for unit in carriers:
+        for index, unit in enumerate(carriers):
             y_fp = self.float_forward(unit, x_fp)
             if granularity == LAYER:
                 for layer in _layers(unit.modules()):
@@ -210,7 +250,8 @@ class Reconstructor:
                         losses.append(self.optimize(_Target(name, layer, [layer]), lx_fp, lx_q, ly, bar))
             elif self.selected(unit.name):
                 bar.set_description(f"{level_name(granularity)} {unit.name}")
-                losses.append(self.optimize(_Target(unit.name, unit, unit.modules()), x_fp, x_q, y_fp, bar))
+                weights = self.output_fisher(carriers[index + 1:], y_fp) if self.cfg.loss == "fisher" else None
+                losses.append(self.optimize(_Target(unit.name, unit, unit.modules()), x_fp, x_q, y_fp, bar, weights))
             x_q = run_batched(unit, x_q, 4 * self.cfg.batch_size, self.device)
             x_fp = y_fp
         bar.close()
@@ -232,6 +273,7 @@ def reconstruct(model: nn.Module, model_name: str, images: Iterable[torch.Tensor
         p.requires_grad_(False)
     engine = Reconstructor(model, partition, schedule, cfg, device, progress)
     engine.check_units(engine.levels)
+    engine.check_loss(engine.levels)
     samples = make_samples(list(images), cfg.samples, cfg.augment, cfg.seed)
     entry = model.get_submodule(partition.entry)
     with quantization_disabled(model):

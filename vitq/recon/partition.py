@@ -121,6 +121,8 @@ class Partition:
     block_names: tuple[str, ...]
     # turns the entry module's positional inputs into the one tensor the first atom takes
     pack_entry: Callable[[tuple], torch.Tensor] = first_input
+    # (model, last atom's output) -> logits; needed by the Fisher-weighted loss, None where not defined
+    head: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
 
     @property
     def num_blocks(self) -> int:
@@ -159,13 +161,18 @@ class Partition:
 PARTITIONS: Registry[Callable[[nn.Module], Partition]] = Registry("partition rule")
 
 
+def norm_then_head(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What timm's ViT and Swin do after their blocks: final norm, pooling and classifier."""
+    return model.forward_head(model.norm(x))
+
+
 @PARTITIONS.register("vit")
 def vit_partition(model: nn.Module) -> Partition:
     atoms, names = [], []
     for i, block in enumerate(model.blocks):
         names.append(f"blocks.{i}")
         atoms += [Atom(f"blocks.{i}.attn", i, ViTAttnBranch(block)), Atom(f"blocks.{i}.mlp", i, ViTMlpBranch(block))]
-    return Partition("blocks", tuple(atoms), tuple(names))
+    return Partition("blocks", tuple(atoms), tuple(names), head=norm_then_head)
 
 
 @PARTITIONS.register("swin")
@@ -178,7 +185,7 @@ def swin_partition(model: nn.Module) -> Partition:
             i = len(names)
             names.append(f"layers.{s}.blocks.{j}")
             atoms += [Atom(f"{names[-1]}.attn", i, SwinAttnBranch(block)), Atom(f"{names[-1]}.mlp", i, SwinMlpBranch(block))]
-    return Partition("layers", tuple(atoms), tuple(names))
+    return Partition("layers", tuple(atoms), tuple(names), head=norm_then_head)
 
 
 def _block_partition(entry: str, named_blocks: list[tuple[str, nn.Module]], is_bridge: Callable[[nn.Module], bool]) -> Partition:
