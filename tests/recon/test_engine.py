@@ -126,6 +126,9 @@ def test_fisher_weights_follow_what_reaches_the_prediction(images):
     torch.testing.assert_close(last.mean(), torch.tensor(1.0))
     earlier = engine.output_fisher(part.units(1)[1:], y)  # before two more blocks, every token counts
     assert (earlier[:, 1:] > 0).float().mean() > 0.9
+    engine.cfg = ReconConfig(loss="fisher_mean")  # the same weights for every sample
+    mean = engine.output_fisher(part.units(1)[1:], y)
+    torch.testing.assert_close(mean, (earlier.mean(0, keepdim=True) / earlier.mean()).expand_as(y))
 
 
 def test_fisher_loss_reconstructs_and_is_refused_where_undefined(images):

@@ -54,8 +54,9 @@ DEFAULT_POS = "qdrop-first"
 ANNEAL_MODES = ("level", "global")
 # What a unit's output error is weighted by: ``mse`` = every element alike; ``fisher`` = each element by
 # the squared gradient of the float model's classification loss w.r.t. it (BRECQ's diagonal Fisher),
-# so errors that reach the prediction (e.g. the class token late in a ViT) count more
-LOSSES = ("mse", "fisher")
+# so errors that reach the prediction (e.g. the class token late in a ViT) count more; ``fisher_mean`` =
+# those weights averaged over the samples (per token and channel), so no sample's weight collapses to ~0
+LOSSES = ("mse", "fisher", "fisher_mean")
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,8 @@ class ReconConfig:
         reopen: at the start of every level after the first, move each soft rounding decided by the
             previous level back to ``h = margin`` (or ``1 - margin``) so the coarser level can still
             revise it (``LearnedRoundingQuantizer.reopen``); 0 keeps previous decisions frozen.
-        loss: ``mse`` or ``fisher`` (``LOSSES``): how the unit's output error is weighted; ``fisher`` needs
-            a partition with a classifier head (``Partition.head``) and units on the residual stream.
+        loss: ``mse``, ``fisher`` or ``fisher_mean`` (``LOSSES``): how the unit's output error is weighted;
+            the Fisher losses need a partition with a classifier head (``Partition.head``) and units on the residual stream.
         units: restrict reconstruction to these unit names (``None`` = all); others only propagate.
         per_channel_activations: let Q-HyViT's layout search pick per-channel activation scales
             (more accurate; onnxruntime runs those layers in float, see docs/deployment.md). ``False``

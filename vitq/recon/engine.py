@@ -6,7 +6,8 @@ minimize ||U_q(X_q) - Y_fp||^2 / ||Y_fp||^2 (+ rounding regularizer) over the un
 rounding and activation step sizes, stage by stage; then advance the caches through the unit
 (float -> Y_fp, quantized -> U_q(X_q) with hard rounding). Layer-wise units live inside a block
 "carrier": their caches are captured with hooks while the carrier runs. With ``loss="fisher"`` each
-squared error is weighted by the float model's squared output gradient (``Reconstructor.output_fisher``).
+squared error is weighted by the float model's squared output gradient (``Reconstructor.output_fisher``;
+``fisher_mean`` averages those weights over the samples).
 """
 from __future__ import annotations
 
@@ -115,13 +116,13 @@ class Reconstructor:
             raise VitqError(f"schedule names unknown unit(s) {missing}; units of this model and schedule: {', '.join(known)}")
 
     def check_loss(self, levels: list[int]) -> None:
-        if self.cfg.loss != "fisher":
+        if self.cfg.loss == "mse":
             return
         if self.partition.head is None:
-            raise VitqError("loss 'fisher' needs the partition's classifier head; this model family's partition "
+            raise VitqError(f"loss {self.cfg.loss!r} needs the partition's classifier head; this model family's partition "
                             "defines none (use loss 'mse')")
         if any(g in (LAYER, BRIDGE) for g in levels):
-            raise VitqError("loss 'fisher' weights outputs of residual-stream units; this method reconstructs "
+            raise VitqError(f"loss {self.cfg.loss!r} weights outputs of residual-stream units; this method reconstructs "
                             f"{'layers' if LAYER in levels else 'bridge blocks'} (use loss 'mse')")
 
     def selected(self, name: str) -> bool:
@@ -224,6 +225,8 @@ class Reconstructor:
                 (grad,) = torch.autograd.grad(loss, z)
                 grads.append(grad.pow(2).cpu())
         fisher = torch.cat(grads)
+        if self.cfg.loss == "fisher_mean":
+            fisher = fisher.mean(0, keepdim=True).expand_as(fisher)
         return fisher / fisher.mean().clamp_min(1e-30)
 
     # -- walking the units --------------------------------------------------------------------
@@ -250,7 +253,7 @@ class Reconstructor:
                         losses.append(self.optimize(_Target(name, layer, [layer]), lx_fp, lx_q, ly, bar))
             elif self.selected(unit.name):
                 bar.set_description(f"{level_name(granularity)} {unit.name}")
-                weights = self.output_fisher(carriers[index + 1:], y_fp) if self.cfg.loss == "fisher" else None
+                weights = self.output_fisher(carriers[index + 1:], y_fp) if self.cfg.loss != "mse" else None
                 losses.append(self.optimize(_Target(unit.name, unit, unit.modules()), x_fp, x_q, y_fp, bar, weights))
             x_q = run_batched(unit, x_q, 4 * self.cfg.batch_size, self.device)
             x_fp = y_fp
