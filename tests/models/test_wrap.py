@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from vitq.calibration import calibrate, quantization_disabled
+from vitq.errors import VitqError
 from vitq.models import create_float_model, float_layers_left, iter_quantizers, wrap_model
 from vitq.models.attention import ATTENTION_MAP
 from vitq.quant import QuantConfig, QuantConv2d, QuantLinear, QuantMatMul
@@ -60,6 +61,16 @@ def test_overrides_and_log_softmax():
     assert q.blocks[11].mlp.fc1.weight_quant.bits == 8
     assert not q.blocks[0].mlp.fc2.input_quant.enabled
     assert isinstance(q.blocks[3].attn.av_matmul.a_quant, LogQuantizer)
+
+
+def test_percentile_override_reaches_the_observer():
+    cfg = QuantConfig(w_bits=4, a_bits=4, method="percentile",
+                      overrides={"blocks.*.mlp.fc2.input_quant": {"percentile": 99.0}})
+    q = wrap_model(timm.create_model("deit_tiny_patch16_224"), "deit_tiny_patch16_224", cfg)
+    assert q.blocks[5].mlp.fc2.input_quant.observer_kwargs == {"percentile": 99.0}
+    assert q.blocks[5].mlp.fc1.input_quant.observer_kwargs == {"percentile": cfg.percentile}
+    with pytest.raises(VitqError, match="percentile must be in"):
+        QuantConfig(overrides={"*": {"percentile": 101}})
 
 
 def test_calibrated_wrapped_swin_runs_and_differs_from_float():

@@ -30,34 +30,34 @@ class QuantizerFactory:
         self.edge_layers = set(family.first) | set(family.last)
         self.w_observer, self.a_observer = config.observers
 
-    def _resolve(self, name: str, layer: str, bits: int, observer: str) -> tuple[int, str, bool]:
+    def _resolve(self, name: str, layer: str, bits: int, observer: str) -> tuple[int, str, bool, dict]:
+        """(bits, observer, enabled, observer kwargs) of quantizer ``name`` after policies and overrides."""
         enabled = True
         if layer in self.edge_layers and self.config.first_last != "same":
             enabled = self.config.first_last != "float"
             bits = 8
         opts = self.config.override_for(name)
-        return opts.get("bits", bits), opts.get("observer", observer), opts.get("enable", enabled)
+        observer = opts.get("observer", observer)
+        kwargs = {"percentile": opts.get("percentile", self.config.percentile)} if observer == "percentile" else {}
+        return opts.get("bits", bits), observer, opts.get("enable", enabled), kwargs
 
     def _finish(self, q: Quantizer, enabled: bool) -> Quantizer:
         q.enabled = enabled
         return q
 
-    def _obs_kwargs(self, observer: str) -> dict:
-        return {"percentile": self.config.percentile} if observer == "percentile" else {}
-
     def weight(self, name: str, layer: str, channels: int) -> Quantizer:
-        bits, obs, enabled = self._resolve(name, layer, self.config.w_bits, self.w_observer)
-        q = UniformQuantizer(bits, symmetric=True, channels=channels, ch_axis=0, observer=obs, observer_kwargs=self._obs_kwargs(obs))
+        bits, obs, enabled, kwargs = self._resolve(name, layer, self.config.w_bits, self.w_observer)
+        q = UniformQuantizer(bits, symmetric=True, channels=channels, ch_axis=0, observer=obs, observer_kwargs=kwargs)
         return self._finish(q, enabled)
 
     def activation(self, name: str, layer: str) -> Quantizer:
-        bits, obs, enabled = self._resolve(name, layer, self.config.a_bits, self.a_observer)
-        return self._finish(UniformQuantizer(bits, symmetric=False, observer=obs, observer_kwargs=self._obs_kwargs(obs)), enabled)
+        bits, obs, enabled, kwargs = self._resolve(name, layer, self.config.a_bits, self.a_observer)
+        return self._finish(UniformQuantizer(bits, symmetric=False, observer=obs, observer_kwargs=kwargs), enabled)
 
     def probabilities(self, name: str, layer: str) -> Quantizer:
         if self.config.softmax_quantizer == "uniform":
             return self.activation(name, layer)
-        bits, _, enabled = self._resolve(name, layer, self.config.a_bits, "minmax")
+        bits, _, enabled, _ = self._resolve(name, layer, self.config.a_bits, "minmax")
         if self.config.softmax_quantizer == "twin_uniform":
             return self._finish(TwinUniformQuantizer(bits, signed=False), enabled)
         return self._finish(LogQuantizer(bits, base=self.config.softmax_quantizer), enabled)
@@ -66,7 +66,7 @@ class QuantizerFactory:
         """The input of an MLP's second Linear (GELU output): signed twin-uniform for PTQ4ViT."""
         if self.config.post_act_quantizer == "uniform":
             return self.activation(name, layer)
-        bits, _, enabled = self._resolve(name, layer, self.config.a_bits, "minmax")
+        bits, _, enabled, _ = self._resolve(name, layer, self.config.a_bits, "minmax")
         return self._finish(TwinUniformQuantizer(bits, signed=True), enabled)
 
 

@@ -38,7 +38,7 @@ METHOD_SETTINGS: dict[str, dict[str, Any]] = {
 # DeiT-Tiny W4A4, PFCR with 125 samples x 60 iterations: 61.0 % top-1 from percentile (99.9) vs 50.7 % from
 # MSE (benchmarks/results/recon_table_cpu_large*.json)
 DEFAULT_INIT_METHOD = "percentile"
-OVERRIDE_KEYS = {"enable", "bits", "observer"}
+OVERRIDE_KEYS = {"enable", "bits", "observer", "percentile"}
 
 
 # At or below this many bits the default (percentile) calibration switches to the low-bit recipe
@@ -102,8 +102,8 @@ class QuantConfig:
         ln_reparam: calibrate post-LayerNorm Linear inputs per channel and fold the factors into
             LayerNorm + Linear (see ``vitq.models.ln_reparam``); the exported graph stays per-tensor.
         ln_power_of_two: restrict those per-channel factors to powers of two (FQ-ViT's PTF).
-        overrides: ``{"<fnmatch pattern on quantizer name>": {"enable": bool, "bits": int, "observer": str}}``,
-            e.g. ``{"blocks.11.*": {"bits": 8}}``; later patterns win.
+        overrides: ``{"<fnmatch pattern on quantizer name>": {"enable": bool, "bits": int, "observer": str,
+            "percentile": float}}``, e.g. ``{"blocks.11.*": {"bits": 8}}``; later patterns win.
         recon: reconstruction settings for a reconstruction method: a preset name and overrides,
             e.g. ``{"preset": "fast", "iters": 100}`` (``vitq.recon.ReconConfig.from_dict``).
     """
@@ -157,6 +157,8 @@ class QuantConfig:
                 raise VitqError(f"override {pattern!r} has unknown keys {sorted(unknown)}; allowed: {sorted(OVERRIDE_KEYS)}")
             if "bits" in opts:
                 check_bits(opts["bits"], f"override {pattern!r} bits")
+            if "percentile" in opts and not 50.0 < opts["percentile"] <= 100.0:
+                raise VitqError(f"override {pattern!r} percentile must be in (50, 100], got {opts['percentile']}")
 
     @property
     def reconstructs(self) -> bool:
