@@ -40,10 +40,13 @@ def test_percentile_and_weight_observer_options_are_recorded_in_the_checkpoint(t
     out = tmp_path / "p.pt"
     result = CliRunner().invoke(main, ["quantize", MODEL, str(out), "--checkpoint", str(deit_checkpoint), "--data",
                                        str(sample_images), "--method", "percentile", "--percentile", "99.5",
-                                       "--weight-observer", "mse", "--calib-size", "8"])
+                                       "--weight-observer", "mse", "--calib-size", "8",
+                                       "--override", 'blocks.*.mlp.fc2.input_quant={"bits": 8}'])
     assert result.exit_code == 0, result.output
     model, meta = load_quantized(out)
     assert meta["config"].percentile == 99.5 and meta["config"].weight_observer == "mse"
+    assert meta["config"].overrides == {"blocks.*.mlp.fc2.input_quant": {"bits": 8}}
+    assert model.blocks[3].mlp.fc2.input_quant.bits == 8
     assert model.blocks[0].attn.qkv.weight_quant.observer_name == "mse"
     assert model.blocks[0].attn.qkv.input_quant.observer_name == "percentile"
 
@@ -110,6 +113,13 @@ def test_non_image_calibration_folder(tmp_path, deit_checkpoint):
 def test_bad_bits(tmp_path, bits):
     msg = run_error(["quantize", MODEL, str(tmp_path / "o.pt"), "--bits", bits], tmp_path)
     assert "bit" in msg
+
+
+@pytest.mark.parametrize(("spec", "expected"), [("blocks.*", "PATTERN=JSON"), ('*={"bitz": 8}', "unknown keys"),
+                                                ('*={"bits": 9}', "bits")])
+def test_bad_override(tmp_path, spec, expected):
+    msg = run_error(["quantize", MODEL, str(tmp_path / "o.pt"), "--override", spec], tmp_path)
+    assert expected in msg
 
 
 def test_eval_split_with_zero_images(tmp_path, quantized):

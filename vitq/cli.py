@@ -28,7 +28,15 @@ from vitq.export.cli import export_cmd
 from vitq.models.families import FAMILIES
 from vitq.models.loading import create_float_model
 from vitq.models.wrap import float_layers_left
-from vitq.quant.config import CALIBRATION_METHODS, FIRST_LAST_POLICIES, SOFTMAX_QUANTIZERS, QuantConfig, methods, parse_bits
+from vitq.quant.config import (
+    CALIBRATION_METHODS,
+    FIRST_LAST_POLICIES,
+    SOFTMAX_QUANTIZERS,
+    QuantConfig,
+    methods,
+    parse_bits,
+    parse_overrides,
+)
 from vitq.quant.observers import OBSERVERS
 from vitq.recon import METHODS as RECON_METHODS
 from vitq.recon import POS_VARIANTS, RECON_PRESETS
@@ -116,6 +124,10 @@ def main(verbose: int) -> None:
 @click.option("--weight-observer", type=click.Choice(OBSERVERS.names()), default=None,
               help="Observer of the weight scales. Default: the calibration method's (percentile: min-max, "
                    "mse at <= 4-bit weights).")
+@click.option("--override", "overrides", multiple=True, metavar="PATTERN=JSON",
+              help="Per-quantizer setting, repeatable; PATTERN matches quantizer names (fnmatch), JSON keys: enable, "
+                   "bits, observer, percentile. E.g. 'blocks.*.mlp.fc2.input_quant={\"bits\": 8}' keeps the MLP's "
+                   "GELU output at 8 bits (docs/reconstruction.md, sensitivity).")
 @batch_option
 @seed_option
 @device_option
@@ -123,7 +135,7 @@ def quantize_cmd(model_name: str, output: Path, checkpoint: Path | None, pretrai
                  method: str, recon_preset: str, iters: int | None, coarsest: int | None, pos: str | None,
                  recon_units: str | None, per_tensor_activations: bool, calib_size: int | None, first_last: str,
                  softmax_quantizer: str | None, percentile: float | None, init_method: str | None, weight_observer: str | None,
-                 batch_size: int, seed: int, device: str) -> None:
+                 overrides: tuple[str, ...], batch_size: int, seed: int, device: str) -> None:
     """Quantize MODEL_NAME (a timm name) with calibration images and save a reloadable checkpoint to OUTPUT."""
     seed_everything(seed)
     w_bits, a_bits = parse_bits(bits)
@@ -133,7 +145,8 @@ def quantize_cmd(model_name: str, output: Path, checkpoint: Path | None, pretrai
     recon = {"preset": recon_preset, "seed": seed, **{k: v for k, v in options.items() if v is not None}}
     config = QuantConfig(w_bits=w_bits, a_bits=a_bits, method=method, first_last=first_last,
                          softmax_quantizer=softmax_quantizer, percentile=percentile, init_method=init_method,
-                         weight_observer=weight_observer, recon=recon if method not in CALIBRATION_METHODS else {})
+                         weight_observer=weight_observer, overrides=parse_overrides(overrides),
+                         recon=recon if method not in CALIBRATION_METHODS else {})
     device = check_device(device)
     model = create_float_model(model_name, checkpoint=checkpoint, pretrained=pretrained)
     dataset = open_split(data or demo_images(), "calibration", eval_transform(model), limit=calib_size)

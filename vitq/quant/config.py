@@ -5,7 +5,9 @@ A config is recorded verbatim (``to_dict``) in every quantized checkpoint and re
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -240,3 +242,21 @@ PRESETS: dict[str, QuantConfig] = {
     "W4A4": QuantConfig(w_bits=4, a_bits=4),
     "W3A3": QuantConfig(w_bits=3, a_bits=3),
 }
+
+
+def parse_overrides(specs: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """``["blocks.*.mlp.fc2.input_quant={\"bits\": 8}"]`` -> ``{"blocks.*.mlp.fc2.input_quant": {"bits": 8}}``
+    (the command-line form of ``QuantConfig.overrides``; keys are checked by ``QuantConfig``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        pattern, sep, value = spec.partition("=")
+        try:
+            opts = json.loads(value) if sep and pattern else None
+        except json.JSONDecodeError:
+            opts = None
+        if not isinstance(opts, dict):
+            raise VitqError(f"override {spec!r} must be PATTERN=JSON object, e.g. 'blocks.*.mlp.fc2.input_quant={{\"bits\": 8}}'; "
+                            f"keys: {sorted(OVERRIDE_KEYS)}")
+        out.setdefault(pattern, {}).update(opts)
+    return out
+
