@@ -20,10 +20,14 @@ def row(record: dict) -> list[str]:
         pos = f"{pos}, {recon['anneal']} anneal"
     if recon and recon.get("reopen") and record["method"] == "pfcr":  # one-level schedules never reopen
         pos = f"{pos}, reopen {recon['reopen']}"
+    if recon and recon.get("loss", "mse") != "mse":
+        pos = f"{pos}, loss {recon['loss']}"
     budget = "-"
     if recon:
         samples = f"{recon['samples']} aug" if recon.get("augment") else str(recon["samples"])
         budget = f"{samples}/{recon['iters']}/{recon['coarsest']}"
+        if recon.get("seed", 0):
+            budget += f" seed {recon['seed']}"
     config = record["config"]
     init = "-"  # the calibration a reconstruction started from
     if recon:
@@ -32,6 +36,8 @@ def row(record: dict) -> list[str]:
             init += f" {config['percentile']}"
     observers = [f"{pattern}: {opts['observer']}" for pattern, opts in config.get("overrides", {}).items()
                  if "observer" in opts]
+    observers += [f"{pattern}: {opts['bits']}-bit" for pattern, opts in config.get("overrides", {}).items()
+                  if "bits" in opts]
     if config.get("weight_observer"):
         observers.append(f"weights: {config['weight_observer']}")
     if observers:
