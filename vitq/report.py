@@ -40,8 +40,11 @@ def setting(record: dict[str, Any]) -> str:
         parts.append(f"percentile={config.get('percentile', 99.99)}")
     if config.get("weight_observer"):
         parts.append(f"weights={config['weight_observer']}")
+    if config.get("post_act_quantizer", "uniform") != "uniform":
+        parts.append(f"post-act={config['post_act_quantizer']}")
     if config.get("ln_reparam") is False:
         parts.append("no-ln-reparam")
+    parts += [f"{pattern}: {json.dumps(opts, sort_keys=True)}" for pattern, opts in config.get("overrides", {}).items()]
     return ", ".join(parts)
 
 
