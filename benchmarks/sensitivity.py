@@ -11,12 +11,12 @@ sweep takes minutes; ``--quant key=JSON`` changes the starting config for every 
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 import torch
+from recon_table import parse_sets  # sibling script: run as python benchmarks/sensitivity.py
 
 from calib.loaders import load_splits
 from calib.transforms import eval_transform
@@ -57,10 +57,7 @@ def main(data: Path | None, bits_spec: str, method: str, sites: str | None, quan
     unknown = [s for s in chosen if s not in VIT_SITES]
     if unknown:
         raise click.BadParameter(f"unknown site classes {unknown}; known: {list(VIT_SITES)}", param_hint="--sites")
-    extra = {}
-    for pair in quant_sets:
-        key, _, value = pair.partition("=")
-        extra[key] = json.loads(value)
+    extra = parse_sets(quant_sets)
     model = create_float_model(DEMO_MODEL, checkpoint=demo_checkpoint())
     data = data or demo_images()
     calib, evaluation = load_splits(data, eval_transform(model), eval_limit)
