@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 COLUMNS = ("bits", "method", "init", "pos", "samples/iters/coarsest", "softmax", "ln_reparam", "n_images", "top1", "fp32_top1", "drop",
-           "agreement", "kl", "seconds", "device", "peak_rss_mb")
+           "agreement", "kl", "final_rel_mse", "seconds", "device", "peak_rss_mb")
 
 
 def row(record: dict) -> list[str]:
@@ -42,10 +42,13 @@ def row(record: dict) -> list[str]:
         observers.append(f"weights: {config['weight_observer']}")
     if observers:
         init += f" ({', '.join(observers)})"
-    values = {"peak_rss_mb": "-", **record, "init": init, "pos": pos, "samples/iters/coarsest": budget,
+    # mean relative MSE of the last level's units (records written since recon_losses existed)
+    final = (record.get("recon_losses", {}).get("levels") or [{"after": "-"}])[-1]["after"]
+    values = {"peak_rss_mb": "-", **record, "final_rel_mse": final, "init": init, "pos": pos, "samples/iters/coarsest": budget,
               "softmax": config.get("softmax_quantizer", "uniform"),
               "ln_reparam": config.get("ln_reparam", False)}
-    return [f"{values[c]:.2f}" if isinstance(values[c], float) else str(values[c]) for c in COLUMNS]
+    return [(f"{values[c]:.4f}" if c == "final_rel_mse" else f"{values[c]:.2f}") if isinstance(values[c], float)
+            else str(values[c]) for c in COLUMNS]
 
 
 def main(paths: list[str]) -> None:

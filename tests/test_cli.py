@@ -30,6 +30,7 @@ def test_quantize_then_eval_json(quantized, sample_images, tmp_path):
     assert record["n_images"] == 16 and record["bits"] == "W8A8" and record["method"] == "minmax"
     assert record["agreement"] >= 75.0  # real weights, 8 bit: almost always the fp32 answer
     assert record["drop"] == pytest.approx(record["fp32_top1"] - record["top1"], abs=0.01)
+    assert record["seconds"] > 0 and "recon_losses" not in record  # quantize time comes from the checkpoint
     written = json.loads(results.read_text())
     assert written["records"][0]["top1"] == record["top1"] and written["git_commit"] and written["versions"]["torch"]
 
@@ -155,13 +156,17 @@ def test_hybrid_qhyvit_on_cifar_archives(tmp_path, cifar_checkpoint):
     assert result.exit_code == 0, result.output
     from vitq.api import load_quantized
 
+    assert "relative MSE" in result.output
     qmodel, header = load_quantized(out)
+    losses = header["meta"]["recon_losses"]
+    assert losses["method"] == "qhyvit" and [lv["units"] for lv in losses["levels"]] == [1]  # one bridge unit
     assert header["config"].recon["per_channel_activations"] is False
     assert not any(getattr(q, "per_channel", False) for n, q in qmodel.named_modules() if n.endswith("input_quant"))
     result = CliRunner().invoke(main, ["eval", str(out), "--data", str(test_tar), "--json"])
     assert result.exit_code == 0, result.output
     record = json.loads(result.output[result.output.index("{"):])
     assert record["n_images"] == 6 and record["method"] == "qhyvit" and record["bits"] == "W6A6"
+    assert record["recon_losses"] == losses
 
 
 def test_hybrid_unknown_bridge_unit_lists_units(tmp_path, cifar_checkpoint):

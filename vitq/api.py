@@ -46,7 +46,8 @@ def quantize(
 ) -> nn.Module:
     """Wrap and calibrate a float model; a baseline method (``vitq.baselines``) then refines the scales,
     a reconstruction method (``vitq.recon``) calibrates with the ``init_method`` observers and then
-    reconstructs, both on the same calibration images."""
+    reconstructs, both on the same calibration images; its per-level losses stay on the model
+    (:func:`recon_summary`) so callers can record them next to the accuracy."""
     qmodel = wrap_model(model if inplace else copy.deepcopy(model), model_name, config)
     calib_batches = list(calib_batches)
     if config.ln_reparam:
@@ -57,8 +58,15 @@ def quantize(
     if config.method in BASELINES:
         BASELINES.get(config.method)(qmodel, calib_batches, device=device, progress=progress)
     if config.reconstructs:
-        reconstruct(qmodel, model_name, calib_batches, config.method, recon_config(config), device=device, progress=progress)
+        qmodel.vitq_recon_report = reconstruct(qmodel, model_name, calib_batches, config.method, recon_config(config),
+                                               device=device, progress=progress)
     return qmodel
+
+
+def recon_summary(qmodel: nn.Module) -> dict | None:
+    """The reconstruction's per-level losses (``ReconReport.summary``), or None without reconstruction."""
+    report = getattr(qmodel, "vitq_recon_report", None)
+    return report.summary() if report is not None else None
 
 
 def atomic_write(path: str | Path, write: Any) -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from pathlib import Path
 
 import click
@@ -17,7 +18,7 @@ import torch
 from calib.datasets import open_split
 from calib.loaders import images_only, load_batches, load_splits
 from calib.transforms import eval_transform
-from vitq.api import load_quantized, quantize, save_quantized
+from vitq.api import load_quantized, quantize, recon_summary, save_quantized
 from vitq.assets import DEMO_MODEL, demo_checkpoint, demo_images
 from vitq.bench.cli import bench_cmd
 from vitq.bench.demo import deployment_table
@@ -151,10 +152,15 @@ def quantize_cmd(model_name: str, output: Path, checkpoint: Path | None, pretrai
     model = create_float_model(model_name, checkpoint=checkpoint, pretrained=pretrained)
     dataset = open_split(data or demo_images(), "calibration", eval_transform(model), limit=calib_size)
     calib = load_batches(dataset, batch_size, desc="load calibration images")
+    start = time.perf_counter()
     qmodel = quantize(model, model_name, images_only(calib), config, device=device, inplace=True)
     meta = {"calibration_images": len(dataset), "data": str(data or demo_images()), "seed": seed,
-            "float_layers": float_layers_left(qmodel)}
+            "float_layers": float_layers_left(qmodel), "seconds": round(time.perf_counter() - start, 1),
+            "recon_losses": recon_summary(qmodel)}
     save_quantized(output, qmodel, model_name, config, meta)
+    for level in (meta["recon_losses"] or {}).get("levels", []):
+        click.echo(f"{level['level']}: {level['units']} units, relative MSE {level['before']:.4f} -> {level['after']:.4f} "
+                   f"(worst {level['worst_unit']} {level['worst_after']:.4f})")
     click.echo(f"saved {model_name} {config.bits} ({method}, {len(dataset)} calibration images) to {output}")
 
 
@@ -177,7 +183,8 @@ def eval_cmd(qcheckpoint: Path, data: Path | None, limit: int | None, batch_size
     batches = load_batches(dataset, batch_size, desc="load evaluation images")
     results = evaluate({"fp32": FloatView(qmodel), "quant": qmodel}, batches, device=device)
     record = AccuracyRun(header["model_name"], str(data_path), config, results["quant"], results["fp32"],
-                         header["meta"].get("seconds", 0.0), device, float_layers_left(qmodel)).record()
+                         header["meta"].get("seconds", 0.0), device, float_layers_left(qmodel),
+                         header["meta"].get("recon_losses")).record()
     if results_file:
         write_results(results_file, [record])
     if as_json:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from calib.loaders import Batch, images_only
-from vitq.api import quantize
+from vitq.api import quantize, recon_summary
 from vitq.calibration import FloatView
 from vitq.evaluate import EvalResult, evaluate
 from vitq.models.wrap import float_layers_left
@@ -30,6 +30,7 @@ class AccuracyRun:
     seconds: float
     device: str
     float_layers: list[str]
+    recon_losses: dict | None = None
 
     def record(self) -> dict[str, Any]:
         """The DESIGN.md accuracy record (percent units; drop in points on the same images)."""
@@ -50,6 +51,7 @@ class AccuracyRun:
             "seconds": round(self.seconds, 1),
             "float_layers": self.float_layers,
             "config": self.config.to_dict(),
+            **({"recon_losses": self.recon_losses} if self.recon_losses else {}),
         }
 
 
@@ -71,7 +73,8 @@ def quantize_and_evaluate(
     seconds = time.perf_counter() - start
     results = evaluate({"fp32": FloatView(qmodel), "quant": qmodel}, evaluation, device=device, progress=progress,
                        cached={"fp32": fp32_logits} if fp32_logits is not None else None)
-    run = AccuracyRun(model_name, dataset, config, results["quant"], results["fp32"], seconds, device, float_layers_left(qmodel))
+    run = AccuracyRun(model_name, dataset, config, results["quant"], results["fp32"], seconds, device, float_layers_left(qmodel),
+                      recon_summary(qmodel))
     return qmodel, run
 
 

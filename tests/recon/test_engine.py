@@ -28,6 +28,12 @@ def test_reconstruction_lowers_unit_error(method, images):
     assert report.levels == levels
     improved = [r["after"] < r["before"] for r in report.losses]
     assert sum(improved) >= 0.8 * len(improved), report.losses
+    summary = report.summary()
+    assert [lv["level"] for lv in summary["levels"]] == levels
+    assert sum(lv["units"] for lv in summary["levels"]) == len(report.losses)
+    last = [r["after"] for r in report.losses if r["level"] == levels[-1]]
+    assert summary["levels"][-1]["after"] == pytest.approx(sum(last) / len(last), abs=1e-6)
+    assert summary["levels"][-1]["worst_after"] == max(last)
     for m in qmodel.modules():
         if isinstance(m, LearnedRoundingQuantizer):
             assert m.soft_logits is None and set(m.rounding.unique().tolist()) <= {0, 1}
