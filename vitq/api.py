@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from vitq.baselines import BASELINES
-from vitq.calibration import calibrate
+from vitq.calibration import calibrate, correct_biases
 from vitq.errors import VitqError
 from vitq.models.ln_reparam import fold_ln_scales, per_channel_ln_inputs
 from vitq.models.loading import create_float_model
@@ -57,6 +57,8 @@ def quantize(
         fold_ln_scales(qmodel)
     if config.method in BASELINES:
         BASELINES.get(config.method)(qmodel, calib_batches, device=device, progress=progress)
+    if config.bias_correction:
+        correct_biases(qmodel, calib_batches, device=device, progress=progress)
     if config.reconstructs:
         qmodel.vitq_recon_report = reconstruct(qmodel, model_name, calib_batches, config.method, recon_config(config),
                                                device=device, progress=progress)

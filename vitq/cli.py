@@ -129,6 +129,9 @@ def main(verbose: int) -> None:
               help="Per-quantizer setting, repeatable; PATTERN matches quantizer names (fnmatch), JSON keys: enable, "
                    "bits, observer, percentile. E.g. 'blocks.*.mlp.fc2.input_quant={\"bits\": 8}' keeps the MLP's "
                    "GELU output at 8 bits (docs/reconstruction.md, sensitivity).")
+@click.option("--bias-correction", is_flag=True,
+              help="Cancel each quantized layer's mean output error on the calibration images through its bias "
+                   "(folds into the exported bias; helps calibration-only low-bit models).")
 @batch_option
 @seed_option
 @device_option
@@ -136,7 +139,7 @@ def quantize_cmd(model_name: str, output: Path, checkpoint: Path | None, pretrai
                  method: str, recon_preset: str, iters: int | None, coarsest: int | None, pos: str | None,
                  recon_units: str | None, per_tensor_activations: bool, calib_size: int | None, first_last: str,
                  softmax_quantizer: str | None, percentile: float | None, init_method: str | None, weight_observer: str | None,
-                 overrides: tuple[str, ...], batch_size: int, seed: int, device: str) -> None:
+                 overrides: tuple[str, ...], bias_correction: bool, batch_size: int, seed: int, device: str) -> None:
     """Quantize MODEL_NAME (a timm name) with calibration images and save a reloadable checkpoint to OUTPUT."""
     seed_everything(seed)
     w_bits, a_bits = parse_bits(bits)
@@ -146,7 +149,7 @@ def quantize_cmd(model_name: str, output: Path, checkpoint: Path | None, pretrai
     recon = {"preset": recon_preset, "seed": seed, **{k: v for k, v in options.items() if v is not None}}
     config = QuantConfig(w_bits=w_bits, a_bits=a_bits, method=method, first_last=first_last,
                          softmax_quantizer=softmax_quantizer, percentile=percentile, init_method=init_method,
-                         weight_observer=weight_observer, overrides=parse_overrides(overrides),
+                         weight_observer=weight_observer, overrides=parse_overrides(overrides), bias_correction=bias_correction,
                          recon=recon if method not in CALIBRATION_METHODS else {})
     device = check_device(device)
     model = create_float_model(model_name, checkpoint=checkpoint, pretrained=pretrained)

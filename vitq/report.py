@@ -44,6 +44,8 @@ def setting(record: dict[str, Any]) -> str:
         parts.append(f"post-act={config['post_act_quantizer']}")
     if config.get("ln_reparam") is False:
         parts.append("no-ln-reparam")
+    if config.get("bias_correction"):
+        parts.append("bias-correction")
     parts += [f"{pattern}: {json.dumps(opts, sort_keys=True)}" for pattern, opts in config.get("overrides", {}).items()]
     return ", ".join(parts)
 

@@ -54,6 +54,10 @@ class _MarkerFn(torch.autograd.Function):
 
 
 class ExportMarker(nn.Module):
+    """Stands in for an enabled quantizer while tracing (layers ask ``input_quant.enabled``)."""
+
+    enabled = True
+
     def __init__(self, index: int) -> None:
         super().__init__()
         self.index = index

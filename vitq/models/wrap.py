@@ -124,10 +124,11 @@ def wrap_model(model: nn.Module, model_name: str, config: QuantConfig) -> nn.Mod
             input_quant = factory.activation
         if type(module) is nn.Linear:
             new: nn.Module = QuantLinear(module, input_quant(f"{name}.input_quant", name),
-                                         factory.weight(f"{name}.weight_quant", name, module.out_features))
+                                         factory.weight(f"{name}.weight_quant", name, module.out_features),
+                                         config.bias_correction)
         else:
             new = QuantConv2d(module, input_quant(f"{name}.input_quant", name),
-                              factory.weight(f"{name}.weight_quant", name, module.out_channels))
+                              factory.weight(f"{name}.weight_quant", name, module.out_channels), config.bias_correction)
         _set_child(model, name, new)
     return model
 

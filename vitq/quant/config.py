@@ -104,6 +104,10 @@ class QuantConfig:
         ln_reparam: calibrate post-LayerNorm Linear inputs per channel and fold the factors into
             LayerNorm + Linear (see ``vitq.models.ln_reparam``); the exported graph stays per-tensor.
         ln_power_of_two: restrict those per-channel factors to powers of two (FQ-ViT's PTF).
+        bias_correction: after calibration (and a baseline's scale search), give every quantized
+            Linear/Conv2d with a bias a correction that cancels the mean error of its own quantized
+            output on the calibration images (``vitq.calibration.correct_biases``); it folds into the
+            exported int32 bias. Helps calibration-only low-bit models; off by default.
         overrides: ``{"<fnmatch pattern on quantizer name>": {"enable": bool, "bits": int, "observer": str,
             "percentile": float}}``, e.g. ``{"blocks.11.*": {"bits": 8}}``; later patterns win.
         recon: reconstruction settings for a reconstruction method: a preset name and overrides,
@@ -121,6 +125,7 @@ class QuantConfig:
     percentile: float | None = None
     ln_reparam: bool = True
     ln_power_of_two: bool = False
+    bias_correction: bool = False
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     recon: dict[str, Any] = field(default_factory=dict)
 

@@ -9,45 +9,60 @@ from torch import nn
 from vitq.quant.quantizer import Quantizer
 
 
-class QuantLinear(nn.Module):
-    """``F.linear(input_quant(x), weight_quant(W), b)``; the bias stays float (int32 in export)."""
+class _QuantWeightLayer(nn.Module):
+    """What QuantLinear and QuantConv2d share: the float layer's weight and bias under their own
+    names, and an optional ``bias_delta`` (bias correction, ``vitq.calibration.correct_biases``)
+    that only the quantized forward adds, so the float reference of a wrapped model stays exact."""
 
-    def __init__(self, linear: nn.Linear, input_quant: Quantizer, weight_quant: Quantizer) -> None:
+    def __init__(self, layer: nn.Linear | nn.Conv2d, input_quant: Quantizer, weight_quant: Quantizer,
+                 bias_correction: bool) -> None:
         super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.weight = linear.weight
-        self.bias = linear.bias
+        self.weight = layer.weight
+        self.bias = layer.bias
         self.input_quant = input_quant
         self.weight_quant = weight_quant
+        delta = torch.zeros_like(layer.bias.detach()) if bias_correction and layer.bias is not None else None
+        self.register_buffer("bias_delta", delta)
+
+    def quantized_bias(self) -> torch.Tensor | None:
+        if self.bias_delta is None or not (self.input_quant.enabled or self.weight_quant.enabled):
+            return self.bias
+        return self.bias + self.bias_delta
+
+
+class QuantLinear(_QuantWeightLayer):
+    """``F.linear(input_quant(x), weight_quant(W), b)``; the bias stays float (int32 in export)."""
+
+    def __init__(self, linear: nn.Linear, input_quant: Quantizer, weight_quant: Quantizer,
+                 bias_correction: bool = False) -> None:
+        super().__init__(linear, input_quant, weight_quant, bias_correction)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.input_quant(x), self.weight_quant(self.weight), self.bias)
+        return F.linear(self.input_quant(x), self.weight_quant(self.weight), self.quantized_bias())
 
 
-class QuantConv2d(nn.Module):
+class QuantConv2d(_QuantWeightLayer):
     """Conv2d with quantized input and (per-output-channel) weight."""
 
-    def __init__(self, conv: nn.Conv2d, input_quant: Quantizer, weight_quant: Quantizer) -> None:
-        super().__init__()
+    def __init__(self, conv: nn.Conv2d, input_quant: Quantizer, weight_quant: Quantizer,
+                 bias_correction: bool = False) -> None:
         if conv.padding_mode != "zeros":
             raise ValueError(f"padding_mode {conv.padding_mode!r} is not supported")
+        super().__init__(conv, input_quant, weight_quant, bias_correction)
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.kernel_size, self.stride, self.padding = conv.kernel_size, conv.stride, conv.padding
         self.dilation, self.groups = conv.dilation, conv.groups
-        self.weight = conv.weight
-        self.bias = conv.bias
-        self.input_quant = input_quant
-        self.weight_quant = weight_quant
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(
-            self.input_quant(x), self.weight_quant(self.weight), self.bias,
+            self.input_quant(x), self.weight_quant(self.weight), self.quantized_bias(),
             self.stride, self.padding, self.dilation, self.groups,
         )
 
