@@ -84,6 +84,10 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor], device: str = "
     log.info("calibrated %d weight and %d activation quantizers", sum(1 for _ in weight_quantizers(model)), len(acts))
 
 
+class _PrefixDone(Exception):
+    """Stops a forward pass once the layer being corrected has produced its output."""
+
+
 @torch.no_grad()
 def correct_biases(model: nn.Module, batches: Iterable[torch.Tensor], device: str = "cpu", progress: bool = True) -> int:
     """Empirical bias correction: for each quantized layer with a ``bias_delta``, in forward order,
@@ -93,7 +97,9 @@ def correct_biases(model: nn.Module, batches: Iterable[torch.Tensor], device: st
     At 3-4 bits a layer's rounding and clipping errors do not average to zero (e.g. GELU outputs in
     [-0.17, 0] all round to the zero-point), and that shift accumulates through the residual stream;
     the correction is a per-channel constant, so it folds into the bias of the deployed layer. Layers
-    are corrected one after another, each seeing its predecessors' corrections. Returns the count."""
+    are corrected one after another, each seeing its predecessors' corrections; each pass stops at
+    the layer being corrected (a layer called twice per forward is corrected on its first call).
+    Returns the count."""
     layers = [m for m in model.modules() if isinstance(m, (QuantLinear, QuantConv2d)) and m.bias_delta is not None]
     batches = [x.to(device) for x in batches]
     for layer in tqdm(layers, desc="bias correction", unit="layer", disable=not progress, leave=False):
@@ -107,11 +113,15 @@ def correct_biases(model: nn.Module, batches: Iterable[torch.Tensor], device: st
             error = error.movedim(channel, -1).reshape(-1, error.shape[channel])
             total += error.sum(0)
             count += error.shape[0]
+            raise _PrefixDone  # the rest of the network cannot change this layer's error
 
         handle = layer.register_forward_hook(accumulate)
         try:
             for x in batches:
-                model(x)
+                try:
+                    model(x)
+                except _PrefixDone:
+                    pass
         finally:
             handle.remove()
         layer.bias_delta -= total / count
