@@ -94,12 +94,12 @@ def correct_biases(model: nn.Module, batches: Iterable[torch.Tensor], device: st
     subtract the mean (over calibration images and positions) of ``layer_q(x) - layer_fp(x)``, the
     error its own quantization adds to its output given the input the quantized model feeds it.
 
-    At 3-4 bits a layer's rounding and clipping errors do not average to zero (e.g. GELU outputs in
-    [-0.17, 0] all round to the zero-point), and that shift accumulates through the residual stream;
-    the correction is a per-channel constant, so it folds into the bias of the deployed layer. Layers
-    are corrected one after another, each seeing its predecessors' corrections; each pass stops at
-    the layer being corrected (a layer called twice per forward is corrected on its first call).
-    Returns the count."""
+    At 3-4 bits a layer's rounding and clipping errors do not average to zero (e.g. a coarse grid
+    maps GELU's small negative outputs, down to -0.17, onto the zero-point), and that shift
+    accumulates through the residual stream; the correction is a per-channel constant, so it folds
+    into the bias of the deployed layer. Layers are corrected one after another, each seeing its
+    predecessors' corrections; each pass stops at the layer being corrected (a layer called twice
+    per forward is corrected on its first call). Returns the count."""
     layers = [m for m in model.modules() if isinstance(m, (QuantLinear, QuantConv2d)) and m.bias_delta is not None]
     batches = [x.to(device) for x in batches]
     for layer in tqdm(layers, desc="bias correction", unit="layer", disable=not progress, leave=False):
