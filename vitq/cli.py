@@ -108,6 +108,9 @@ def main(verbose: int) -> None:
 @click.option("--iters", type=int, default=None, help="Reconstruction iterations per unit and level (overrides the preset).")
 @click.option("--coarsest", type=int, default=None, help="PFCR coarsest level in blocks per unit (1, 2, 4, ...).")
 @click.option("--pos", type=click.Choice(list(POS_VARIANTS)), default=None, help="PFCR stage regime per level.")
+@click.option("--lr-rounding", type=click.FloatRange(min=0.0, min_open=True), default=None,
+              help="Adam learning rate of the rounding logits (overrides the preset; 0.1 beat 0.03 for PFCR at "
+                   "125 samples x 90 iterations, docs/reconstruction.md).")
 @click.option("--recon-units", default=None, help="Comma-separated unit names to reconstruct (default: all).")
 @click.option("--per-tensor-activations", is_flag=True,
               help="qhyvit: search the scheme only, so every activation stays per-tensor and onnxruntime runs int8 kernels.")
@@ -136,14 +139,14 @@ def main(verbose: int) -> None:
 @seed_option
 @device_option
 def quantize_cmd(model_name: str, output: Path, checkpoint: Path | None, pretrained: bool, data: Path | None, bits: str,
-                 method: str, recon_preset: str, iters: int | None, coarsest: int | None, pos: str | None,
+                 method: str, recon_preset: str, iters: int | None, coarsest: int | None, pos: str | None, lr_rounding: float | None,
                  recon_units: str | None, per_tensor_activations: bool, calib_size: int | None, first_last: str,
                  softmax_quantizer: str | None, percentile: float | None, init_method: str | None, weight_observer: str | None,
                  overrides: tuple[str, ...], bias_correction: bool, batch_size: int, seed: int, device: str) -> None:
     """Quantize MODEL_NAME (a timm name) with calibration images and save a reloadable checkpoint to OUTPUT."""
     seed_everything(seed)
     w_bits, a_bits = parse_bits(bits)
-    options = {"iters": iters, "coarsest": coarsest, "pos": pos,
+    options = {"iters": iters, "coarsest": coarsest, "pos": pos, "lr_rounding": lr_rounding,
                "units": recon_units.split(",") if recon_units else None,
                "per_channel_activations": False if per_tensor_activations else None}
     recon = {"preset": recon_preset, "seed": seed, **{k: v for k, v in options.items() if v is not None}}
