@@ -8,7 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-COLUMNS = ("bits", "method", "init", "pos", "samples/iters/coarsest", "softmax", "ln_reparam", "n_images", "top1", "fp32_top1", "drop",
+COLUMNS = ("bits", "method", "init", "pos", "samples/iters/coarsest, lr_rounding", "softmax", "ln_reparam", "n_images", "top1",
+           "fp32_top1", "drop",
            "agreement", "kl", "final_rel_mse", "seconds", "device", "peak_rss_mb")
 
 
@@ -25,7 +26,7 @@ def row(record: dict) -> list[str]:
     budget = "-"
     if recon:
         samples = f"{recon['samples']} aug" if recon.get("augment") else str(recon["samples"])
-        budget = f"{samples}/{recon['iters']}/{recon['coarsest']}"
+        budget = f"{samples}/{recon['iters']}/{recon['coarsest']}, lr {recon.get('lr_rounding', 0.03)}"
         if recon.get("seed", 0):
             budget += f" seed {recon['seed']}"
     config = record["config"]
@@ -44,7 +45,7 @@ def row(record: dict) -> list[str]:
         init += f" ({', '.join(observers)})"
     # mean relative MSE of the last level's units (records written since recon_losses existed)
     final = (record.get("recon_losses", {}).get("levels") or [{"after": "-"}])[-1]["after"]
-    values = {"peak_rss_mb": "-", **record, "final_rel_mse": final, "init": init, "pos": pos, "samples/iters/coarsest": budget,
+    values = {"peak_rss_mb": "-", **record, "final_rel_mse": final, "init": init, "pos": pos, "samples/iters/coarsest, lr_rounding": budget,
               "softmax": config.get("softmax_quantizer", "uniform"),
               "ln_reparam": config.get("ln_reparam", False)}
     return [(f"{values[c]:.4f}" if c == "final_rel_mse" else f"{values[c]:.2f}") if isinstance(values[c], float)
