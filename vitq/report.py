@@ -31,6 +31,9 @@ def setting(record: dict[str, Any]) -> str:
     """What distinguishes a record beyond method and bits: non-default reconstruction options etc."""
     config = record.get("config", {})
     parts = [f"{k}={v}" for k, v in sorted(config.get("recon", {}).items())]
+    resolved = record.get("recon") or {}  # the preset's values, recorded by recon_table; presets change over time
+    if "lr_rounding" in resolved and "lr_rounding" not in config.get("recon", {}):
+        parts.append(f"lr_rounding={resolved['lr_rounding']}")
     if config.get("softmax_quantizer", "uniform") != "uniform":
         parts.append(f"softmax={config['softmax_quantizer']}")
     reconstructs = bool(config.get("recon"))
