@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 COLUMNS = ("bits", "method", "init", "pos", "samples/iters/coarsest, lr_rounding", "softmax", "ln_reparam", "n_images", "top1",
-           "fp32_top1", "drop",
-           "agreement", "kl", "final_rel_mse", "seconds", "device", "peak_rss_mb")
+           "fp32_top1", "drop", "agreement", "kl", "final_rel_mse", "seconds", "device", "peak_rss_mb")
 
 
 def row(record: dict) -> list[str]:
@@ -26,7 +25,7 @@ def row(record: dict) -> list[str]:
     budget = "-"
     if recon:
         samples = f"{recon['samples']} aug" if recon.get("augment") else str(recon["samples"])
-        budget = f"{samples}/{recon['iters']}/{recon['coarsest']}, lr {recon.get('lr_rounding', 0.03)}"
+        budget = f"{samples}/{recon['iters']}/{recon['coarsest']}, lr {recon['lr_rounding']}"
         if recon.get("seed", 0):
             budget += f" seed {recon['seed']}"
     config = record["config"]

@@ -264,4 +264,3 @@ def parse_overrides(specs: Iterable[str]) -> dict[str, dict[str, Any]]:
                             f"keys: {sorted(OVERRIDE_KEYS)}")
         out.setdefault(pattern, {}).update(opts)
     return out
-
