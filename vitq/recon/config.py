@@ -72,6 +72,11 @@ class ReconConfig:
             methods spend the same compute).
         batch_size: samples per iteration.
         coarsest: PFCR's coarsest level in blocks per unit (1, 2, 4, ...).
+        model_iters: iterations of one more, last PFCR level whose single unit is the whole block stack
+            plus the classifier head, fitted to the float model's logits by KL divergence instead of a
+            block output by MSE (0 = no such level; needs a partition with ``head``). Baselines get
+            as many extra iterations per unit, since one whole-model step costs about one step of
+            every block.
         pos: name of the stage regime in ``POS_VARIANTS``.
         lr_rounding: Adam learning rate of the rounding logits V.
         lr_act: Adam learning rate of activation step sizes, relative to each initial step size.
@@ -98,6 +103,7 @@ class ReconConfig:
     iters: int = 20
     batch_size: int = 8
     coarsest: int = 1
+    model_iters: int = 0
     pos: str = DEFAULT_POS
     lr_rounding: float = 3e-2
     lr_act: float = 2e-3
@@ -116,8 +122,8 @@ class ReconConfig:
             raise VitqError(f"unknown POS variant {self.pos!r}; choose one of: {', '.join(POS_VARIANTS)}")
         if self.coarsest < 1 or self.coarsest & (self.coarsest - 1):
             raise VitqError(f"coarsest level must be a power of two >= 1 blocks, got {self.coarsest}")
-        if min(self.samples, self.iters, self.batch_size) < 1:
-            raise VitqError("samples, iters and batch_size must be positive")
+        if min(self.samples, self.iters, self.batch_size) < 1 or self.model_iters < 0:
+            raise VitqError("samples, iters and batch_size must be positive and model_iters >= 0")
         if not 0.0 <= self.warmup < 1.0:
             raise VitqError(f"warmup must be in [0, 1), got {self.warmup}")
         if not 0.0 <= self.reopen < 0.5:

@@ -4,7 +4,9 @@ For each level of the schedule, walk the units in order. For a unit: its float i
 quantized-prefix input X_q are the current caches; compute the float target Y_fp = U(X_fp), then
 minimize ||U_q(X_q) - Y_fp||^2 / ||Y_fp||^2 (+ rounding regularizer) over the unit's soft weight
 rounding and activation step sizes, stage by stage; then advance the caches through the unit
-(float -> Y_fp, quantized -> U_q(X_q) with hard rounding). Layer-wise units live inside a block
+(float -> Y_fp, quantized -> U_q(X_q) with hard rounding). PFCR's optional last level (``MODEL``) runs
+every block and the classifier head as one unit against the float logits, by KL divergence: the
+coarsest granularity there is, where only errors that change the prediction count. Layer-wise units live inside a block
 "carrier": their caches are captured with hooks while the carrier runs. With ``loss="fisher"`` each
 squared error is weighted by the float model's squared output gradient (``Reconstructor.output_fisher``;
 ``fisher_mean`` averages those weights over the samples).
@@ -31,7 +33,7 @@ from vitq.recon.config import ReconConfig, Stage
 from vitq.recon.layouts import select_layouts
 from vitq.recon.partition import Partition, Unit, partition_for, unique_submodules
 from vitq.recon.rounding import LearnedRoundingQuantizer, attach_learned_rounding
-from vitq.recon.schedules import BRIDGE, LAYER, METHODS, Schedule, level_name
+from vitq.recon.schedules import BRIDGE, LAYER, METHODS, MODEL, Schedule, level_name
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +67,37 @@ class ReconReport:
 
 @dataclass
 class _Target:
-    """One optimization problem: ``forward`` over ``modules`` maps x_q -> y, starting at x_fp."""
+    """One optimization problem: ``forward`` over ``modules`` maps x_q -> y, starting at x_fp.
+    ``logits``: y are logits, matched by KL divergence instead of relative MSE."""
 
     name: str
     forward: Callable[[torch.Tensor], torch.Tensor]
     modules: list[nn.Module]
+    logits: bool = False
+
+    def error(self, out: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        if self.logits:
+            return F.kl_div(F.log_softmax(out, -1), F.log_softmax(y, -1), log_target=True, reduction="batchmean")
+        return _weighted_mean((out - y).pow(2), weights)
 
 
 def _layers(modules: Iterable[nn.Module]) -> list[nn.Module]:
     return unique_submodules(modules, lambda m: isinstance(m, (QuantLinear, QuantConv2d)))
+
+
+@torch.no_grad()
+def _modules_called(model: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> list[nn.Module]:
+    """The submodules of ``model`` that run while ``fn(x)`` does (e.g. a head's final norm and
+    classifier), so only their quantizers are optimized: the rounding regularizer would otherwise
+    move the rounding of layers outside the forward, which no loss gradient holds in place."""
+    called: list[nn.Module] = []
+    model_hooks = [m.register_forward_pre_hook(lambda mod, _args: called.append(mod)) for m in model.modules()]
+    try:
+        fn(x)
+    finally:
+        for h in model_hooks:
+            h.remove()
+    return called
 
 
 def _weighted_mean(sq: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
@@ -93,9 +117,14 @@ class Reconstructor:
         self.model, self.partition, self.schedule, self.cfg = model, partition, schedule, cfg
         self.device, self.progress = device, progress
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.iters = schedule.iters(cfg, partition.num_blocks)
         self.levels = schedule.levels(cfg, partition.num_blocks)
+        self.level_iters = [schedule.iters(cfg, partition.num_blocks, g) for g in self.levels]
         self.level_index = 0  # set by reconstruct() before each level
+
+    @property
+    def iters(self) -> int:
+        """Iterations per unit at the current level."""
+        return self.level_iters[self.level_index]
 
     def regularizer_beta(self, step: int) -> float | None:
         """Beta of the rounding regularizer at ``step`` of the current level, ``None`` during warm-up.
@@ -104,7 +133,7 @@ class Reconstructor:
         the whole fine-to-coarse progression."""
         span = self.iters
         if self.cfg.anneal == "global":
-            span, step = self.iters * len(self.levels), step + self.level_index * self.iters
+            span, step = sum(self.level_iters), step + sum(self.level_iters[:self.level_index])
         warm = int(self.cfg.warmup * span)
         if step < warm:
             return None
@@ -115,6 +144,8 @@ class Reconstructor:
         """The units a level walks (layer-wise levels walk blocks and optimize the layers inside)."""
         if granularity == BRIDGE:
             return self.partition.bridge_units()
+        if granularity == MODEL:
+            return [Unit("model", self.partition.atoms)]
         return self.partition.units(1 if granularity == LAYER else granularity)
 
     def unit_names(self, granularity: int) -> list[str]:
@@ -132,6 +163,9 @@ class Reconstructor:
             raise VitqError(f"schedule names unknown unit(s) {missing}; units of this model and schedule: {', '.join(known)}")
 
     def check_loss(self, levels: list[int]) -> None:
+        if MODEL in levels and self.partition.head is None:
+            raise VitqError("model_iters needs the partition's classifier head; this model family's partition defines "
+                            "none (use model_iters 0)")
         if self.cfg.loss == "mse":
             return
         if self.partition.head is None:
@@ -158,7 +192,7 @@ class Reconstructor:
         acts = _activation_quantizers(target.modules)
         for _, q in rounders:
             q.reopen(self.cfg.reopen)  # only logits left by an earlier level exist here
-        y_norm = float(_weighted_mean(y.pow(2), weights).clamp_min(1e-12))
+        y_norm = 1.0 if target.logits else float(_weighted_mean(y.pow(2), weights).clamp_min(1e-12))
         before = self.evaluate(target, x_q, y, weights) / y_norm
         step = 0
         for stage in self.schedule.stages(self.cfg):
@@ -168,7 +202,7 @@ class Reconstructor:
                 idx = torch.randint(len(x_q), (self.cfg.batch_size,), generator=self.gen)
                 xb = self._mix(x_q[idx], x_fp[idx], stage.qdrop).to(self.device)
                 wb = None if weights is None else weights[idx].to(self.device)
-                rec = _weighted_mean((target.forward(xb) - y[idx].to(self.device)).pow(2), wb) / y_norm
+                rec = target.error(target.forward(xb), y[idx].to(self.device), wb) / y_norm
                 loss = rec
                 beta = self.regularizer_beta(step)
                 if stage.weights and beta is not None:
@@ -190,7 +224,7 @@ class Reconstructor:
         for q in acts:
             q.scale.requires_grad_(False)
         after = self.evaluate(target, x_q, y, weights) / y_norm
-        log.info("%s: relative mse %.5f -> %.5f", target.name, before, after)
+        log.info("%s: %s %.5f -> %.5f", target.name, "kl" if target.logits else "relative mse", before, after)
         result = {"unit": target.name, "before": round(before, 6), "after": round(after, 6)}
         if layouts:
             result["layouts"] = dict(Counter(layouts.values()))
@@ -220,7 +254,7 @@ class Reconstructor:
     @torch.no_grad()
     def evaluate(self, target: _Target, x_q: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None) -> float:
         out = run_batched(target.forward, x_q, 4 * self.cfg.batch_size, self.device)
-        return float(_weighted_mean((out - y).pow(2), weights))
+        return float(target.error(out, y, weights))
 
     def output_fisher(self, rest: list[Unit], y: torch.Tensor) -> torch.Tensor:
         """Per-element weights for a unit whose float output is ``y``: the squared gradient of the float
@@ -245,6 +279,18 @@ class Reconstructor:
             fisher = fisher.mean(0, keepdim=True).expand_as(fisher)
         return fisher / fisher.mean().clamp_min(1e-30)
 
+    def fit_logits(self, unit: Unit, x_fp: torch.Tensor, x_q: torch.Tensor, bar: tqdm) -> dict:
+        """The ``MODEL`` level: ``unit`` (every block) and the classifier head against the float logits."""
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            return self.partition.head(self.model, unit(x))
+
+        with quantization_disabled(self.model):
+            logits = run_batched(forward, x_fp, 4 * self.cfg.batch_size, self.device)
+            head = _modules_called(self.model, lambda h: self.partition.head(self.model, h), unit(x_fp[:1].to(self.device)))
+        target = _Target(unit.name, forward, [*unit.modules(), *head], logits=True)
+        bar.set_description("model (logits)")
+        return self.optimize(target, x_fp, x_q, logits, bar)
+
     # -- walking the units --------------------------------------------------------------------
     def float_forward(self, unit: Unit, x: torch.Tensor) -> torch.Tensor:
         with quantization_disabled(self.model):
@@ -257,6 +303,9 @@ class Reconstructor:
         bar = tqdm(total=work * self.iters, desc=level_name(granularity), disable=not self.progress, leave=False)
         losses = []
         for index, unit in enumerate(carriers):
+            if granularity == MODEL:
+                losses.append(self.fit_logits(unit, x_fp, x_q, bar))
+                break
             y_fp = self.float_forward(unit, x_fp)
             if granularity == LAYER:
                 for layer in _layers(unit.modules()):

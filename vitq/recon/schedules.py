@@ -2,7 +2,8 @@
 
 Granularity is counted in blocks per unit: ``0`` = the finest atoms (``x + MHSA(LN1(x))`` and
 ``x + MLP(LN2(x))``), ``n`` = runs of n blocks, ``LAYER`` = single Linear/Conv layers, ``BRIDGE`` =
-blocks, with each bridge block (feature map <-> tokens) joined to the block that feeds it.
+blocks, with each bridge block (feature map <-> tokens) joined to the block that feeds it, ``MODEL`` =
+every block plus the classifier head as one unit, fitted to the float logits.
 """
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from vitq.registry import Registry
 
 LAYER = -1
 BRIDGE = -2
+MODEL = -3
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """``progressive``: levels 0, 1, 2, 4, ... up to ``ReconConfig.coarsest`` with the POS stages,
-    each level starting from the previous one's parameters (PFCR). Otherwise one level at
+    """``progressive``: levels 0, 1, 2, 4, ... up to ``ReconConfig.coarsest`` (then ``MODEL`` when
+    ``ReconConfig.model_iters`` > 0) with the POS stages, each level starting from the previous
+    one's parameters (PFCR). Otherwise one level at
     ``granularity`` with all parameters optimized jointly (BRECQ, AdaRound, Q-HyViT).
     ``select_layouts``: before optimizing a unit, pick each activation quantizer's scheme and
     granularity by reconstruction loss (Q-HyViT, ``vitq.recon.layouts``)."""
@@ -34,16 +37,18 @@ class Schedule:
         while n <= min(cfg.coarsest, num_blocks):
             levels.append(n)
             n *= 2
-        return levels
+        return levels + [MODEL] if cfg.model_iters else levels
 
     def stages(self, cfg: ReconConfig) -> tuple[Stage, ...]:
         return cfg.stages if self.progressive else POS_VARIANTS["joint"]
 
-    def iters(self, cfg: ReconConfig, num_blocks: int) -> int:
-        """Iterations per unit and level: baselines get as many in total as PFCR spends over its levels."""
+    def iters(self, cfg: ReconConfig, num_blocks: int, granularity: int) -> int:
+        """Iterations per unit at a level: baselines get as many in total as PFCR spends over its
+        levels (a whole-model step counts as one step of every block)."""
         if self.progressive:
-            return cfg.iters
-        return cfg.iters * len(Schedule(progressive=True).levels(cfg, num_blocks))
+            return cfg.model_iters if granularity == MODEL else cfg.iters
+        block_levels = [g for g in Schedule(progressive=True).levels(cfg, num_blocks) if g != MODEL]
+        return cfg.iters * len(block_levels) + cfg.model_iters
 
 
 METHODS: Registry[Schedule] = Registry("reconstruction method")
@@ -54,4 +59,4 @@ METHODS.register("qhyvit")(Schedule(progressive=False, granularity=BRIDGE, selec
 
 
 def level_name(granularity: int) -> str:
-    return {LAYER: "layer", BRIDGE: "bridge", 0: "fine"}.get(granularity, f"{granularity}-block")
+    return {LAYER: "layer", BRIDGE: "bridge", MODEL: "model", 0: "fine"}.get(granularity, f"{granularity}-block")
