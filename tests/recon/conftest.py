@@ -12,8 +12,10 @@ from vitq.quant.config import QuantConfig
 TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2, num_classes=10)
 
 
-def tiny_wrapped(config: QuantConfig, images: torch.Tensor) -> torch.nn.Module:
+def tiny_wrapped(config: QuantConfig, images: torch.Tensor, head_gain: float = 1.0) -> torch.nn.Module:
+    """``head_gain`` scales the classifier so the random model's logits are far from uniform."""
     model = timm.create_model("deit_tiny_patch16_224", exportable=True, **TINY_VIT).eval()
+    model.head.weight.data.mul_(head_gain)
     qmodel = wrap_model(model, "deit_tiny_patch16_224", config)
     calibrate(qmodel, [images], progress=False)
     return qmodel

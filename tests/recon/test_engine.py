@@ -15,8 +15,8 @@ NAME = "deit_tiny_patch16_224"
 CFG = ReconConfig(samples=16, iters=20, batch_size=8, lr_rounding=5e-2)
 
 
-def run(method: str, images: torch.Tensor, cfg: ReconConfig = CFG):
-    qmodel = tiny_wrapped(QuantConfig(w_bits=3, a_bits=4), images)
+def run(method: str, images: torch.Tensor, cfg: ReconConfig = CFG, head_gain: float = 1.0):
+    qmodel = tiny_wrapped(QuantConfig(w_bits=3, a_bits=4), images, head_gain)
     report = reconstruct(qmodel, NAME, [images], method, cfg, progress=False)
     return qmodel, report
 
@@ -145,3 +145,36 @@ def test_fisher_loss_reconstructs_and_is_refused_where_undefined(images):
         run("adaround", images, ReconConfig(iters=1, loss="fisher"))
     with pytest.raises(VitqError, match="loss must be one of"):
         ReconConfig(loss="l1")
+
+
+def test_model_level_fits_logits_and_leaves_the_stem_alone(images):
+    cfg = ReconConfig(samples=16, iters=10, batch_size=8, lr_rounding=5e-2)
+    plain, _ = run("pfcr", images, cfg, head_gain=100.0)
+    qmodel, report = run("pfcr", images, ReconConfig(**{**cfg.to_dict(), "model_iters": 20}), head_gain=100.0)
+    assert report.levels == ["fine", "1-block", "model"]
+    (row,) = [r for r in report.losses if r["level"] == "model"]
+    assert row["unit"] == "model" and row["after"] < row["before"], row
+    state, before = qmodel.state_dict(), plain.state_dict()
+    # the stem runs before the cached unit input: nothing there may move; the head is fitted
+    assert all(torch.equal(state[k], before[k]) for k in state if k.startswith("patch_embed."))
+    assert any(not torch.equal(state[k], before[k]) for k in state if k.startswith("head."))
+
+
+def test_model_level_compute_and_refusal(images):
+    from dataclasses import replace
+
+    from vitq.recon.engine import Reconstructor
+    from vitq.recon.partition import partition_for
+    from vitq.recon.schedules import MODEL
+
+    cfg = ReconConfig(iters=10, coarsest=2, model_iters=7)
+    assert METHODS.get("pfcr").levels(cfg, 4) == [0, 1, 2, MODEL]
+    assert [METHODS.get("pfcr").iters(cfg, 4, g) for g in (0, MODEL)] == [10, 7]
+    assert METHODS.get("brecq").iters(cfg, 4, 1) == 3 * 10 + 7  # one whole-model step ~ one step per block
+    qmodel = tiny_wrapped(QuantConfig(w_bits=4, a_bits=4), images)
+    headless = replace(partition_for(qmodel, NAME), head=None)
+    engine = Reconstructor(qmodel, headless, METHODS.get("pfcr"), cfg, "cpu", progress=False)
+    with pytest.raises(VitqError, match="model_iters needs the partition's classifier head"):
+        engine.check_loss(engine.levels)
+    with pytest.raises(VitqError, match="model_iters >= 0"):
+        ReconConfig(model_iters=-1)
