@@ -147,17 +147,20 @@ def test_fisher_loss_reconstructs_and_is_refused_where_undefined(images):
         ReconConfig(loss="l1")
 
 
-def test_model_level_fits_logits_and_leaves_the_stem_alone(images):
-    cfg = ReconConfig(samples=16, iters=10, batch_size=8, lr_rounding=5e-2)
+def test_model_level_fits_logits_with_activation_steps_only(images):
+    cfg = ReconConfig(samples=16, iters=10, batch_size=8, lr_rounding=5e-2, lr_act=1e-2, pos="joint")
+    torch.manual_seed(0)
     plain, _ = run("pfcr", images, cfg, head_gain=100.0)
-    qmodel, report = run("pfcr", images, ReconConfig(**{**cfg.to_dict(), "model_iters": 20}), head_gain=100.0)
+    torch.manual_seed(0)
+    qmodel, report = run("pfcr", images, ReconConfig(**{**cfg.to_dict(), "model_iters": 30}), head_gain=100.0)
     assert report.levels == ["fine", "1-block", "model"]
     (row,) = [r for r in report.losses if r["level"] == "model"]
-    assert row["unit"] == "model" and row["after"] < row["before"], row
+    assert row["unit"] == "model" and row["after"] < 0.9 * row["before"], row
     state, before = qmodel.state_dict(), plain.state_dict()
-    # the stem runs before the cached unit input: nothing there may move; the head is fitted
-    assert all(torch.equal(state[k], before[k]) for k in state if k.startswith("patch_embed."))
-    assert any(not torch.equal(state[k], before[k]) for k in state if k.startswith("head."))
+    changed = {k for k in state if not torch.equal(state[k], before[k])}
+    # the stem runs before the cached unit input and no weight rounding is learned at this level
+    assert not any(k.startswith("patch_embed.") or k.endswith("weight_quant.rounding") for k in changed), changed
+    assert "head.input_quant.scale" in changed and any(k.startswith("blocks.") for k in changed), changed
 
 
 def test_model_level_compute_and_refusal(images):
