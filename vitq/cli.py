@@ -111,7 +111,11 @@ def main(verbose: int) -> None:
 @click.option("--lr-rounding", type=click.FloatRange(min=0.0, min_open=True), default=None,
               help="Adam learning rate of the rounding logits (overrides the preset; 0.1 beat 0.03 for PFCR at "
                    "125 samples x 90 iterations, docs/reconstruction.md).")
-@click.option("--recon-units", default=None, help="Comma-separated unit names to reconstruct (default: all).")
+@click.option("--model-iters", type=click.IntRange(min=0), default=None,
+              help="PFCR: iterations of a last level fitting the whole model's logits (activation step sizes only; "
+                   "0 = none, the presets' default).")
+@click.option("--recon-units", default=None, help="Comma-separated unit names to reconstruct (default: all; the "
+                                                   "whole-model level is 'model').")
 @click.option("--per-tensor-activations", is_flag=True,
               help="qhyvit: search the scheme only, so every activation stays per-tensor and onnxruntime runs int8 kernels.")
 @click.option("--calib-size", type=int, default=None, help="Use at most this many calibration images.")
@@ -140,13 +144,13 @@ def main(verbose: int) -> None:
 @device_option
 def quantize_cmd(model_name: str, output: Path, checkpoint: Path | None, pretrained: bool, data: Path | None, bits: str,
                  method: str, recon_preset: str, iters: int | None, coarsest: int | None, pos: str | None, lr_rounding: float | None,
-                 recon_units: str | None, per_tensor_activations: bool, calib_size: int | None, first_last: str,
+                 model_iters: int | None, recon_units: str | None, per_tensor_activations: bool, calib_size: int | None, first_last: str,
                  softmax_quantizer: str | None, percentile: float | None, init_method: str | None, weight_observer: str | None,
                  overrides: tuple[str, ...], bias_correction: bool, batch_size: int, seed: int, device: str) -> None:
     """Quantize MODEL_NAME (a timm name) with calibration images and save a reloadable checkpoint to OUTPUT."""
     seed_everything(seed)
     w_bits, a_bits = parse_bits(bits)
-    options = {"iters": iters, "coarsest": coarsest, "pos": pos, "lr_rounding": lr_rounding,
+    options = {"iters": iters, "coarsest": coarsest, "pos": pos, "lr_rounding": lr_rounding, "model_iters": model_iters,
                "units": recon_units.split(",") if recon_units else None,
                "per_channel_activations": False if per_tensor_activations else None}
     recon = {"preset": recon_preset, "seed": seed, **{k: v for k, v in options.items() if v is not None}}

@@ -310,7 +310,8 @@ class Reconstructor:
         losses = []
         for index, unit in enumerate(carriers):
             if granularity == MODEL:
-                losses.append(self.fit_logits(unit, x_fp, x_q, bar))
+                if self.selected(unit.name):
+                    losses.append(self.fit_logits(unit, x_fp, x_q, bar))
                 break
             y_fp = self.float_forward(unit, x_fp)
             if granularity == LAYER:
