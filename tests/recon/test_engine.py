@@ -181,3 +181,15 @@ def test_model_level_compute_and_refusal(images):
         engine.check_loss(engine.levels)
     with pytest.raises(VitqError, match="model_iters >= 0"):
         ReconConfig(model_iters=-1)
+
+
+def test_model_level_learns_bias_offsets_only_when_asked(images):
+    recon = {"preset": "fast", "samples": 16, "iters": 4, "model_iters": 10, "lr_bias": 1e-2}
+    config = QuantConfig(w_bits=3, a_bits=4, method="pfcr", recon=recon)
+    assert config.bias_offsets and not QuantConfig(w_bits=3, a_bits=4, method="pfcr", recon={"model_iters": 10}).bias_offsets
+    qmodel = tiny_wrapped(config, images, head_gain=100.0)
+    reconstruct(qmodel, NAME, [images], "pfcr", ReconConfig.from_dict(recon), progress=False)
+    deltas = {n: m.bias_delta for n, m in qmodel.named_modules() if getattr(m, "bias_delta", None) is not None}
+    assert "head" in deltas and all(not d.requires_grad for d in deltas.values())
+    assert sum(bool(d.abs().max() > 0) for d in deltas.values()) >= len(deltas) - 1  # the stem's stays zero
+    assert deltas["patch_embed.proj"].abs().max() == 0

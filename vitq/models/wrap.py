@@ -125,10 +125,10 @@ def wrap_model(model: nn.Module, model_name: str, config: QuantConfig) -> nn.Mod
         if type(module) is nn.Linear:
             new: nn.Module = QuantLinear(module, input_quant(f"{name}.input_quant", name),
                                          factory.weight(f"{name}.weight_quant", name, module.out_features),
-                                         config.bias_correction)
+                                         config.bias_offsets)
         else:
             new = QuantConv2d(module, input_quant(f"{name}.input_quant", name),
-                              factory.weight(f"{name}.weight_quant", name, module.out_channels), config.bias_correction)
+                              factory.weight(f"{name}.weight_quant", name, module.out_channels), config.bias_offsets)
         _set_child(model, name, new)
     return model
 

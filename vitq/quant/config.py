@@ -172,6 +172,12 @@ class QuantConfig:
         return self.method not in CALIBRATION_METHODS
 
     @property
+    def bias_offsets(self) -> bool:
+        """Whether wrapped layers carry a ``bias_delta``: bias correction sets it, PFCR's model level
+        can learn it (``ReconConfig.lr_bias``)."""
+        return self.bias_correction or (self.reconstructs and recon_config(self).learns_biases)
+
+    @property
     def bits(self) -> str:
         return f"W{self.w_bits}A{self.a_bits}"
 

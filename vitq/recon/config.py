@@ -78,6 +78,8 @@ class ReconConfig:
             as many extra iterations per unit, since one whole-model step costs about one step of
             every block.
         pos: name of the stage regime in ``POS_VARIANTS``.
+        lr_bias: Adam learning rate of the quantized layers' bias offsets (``bias_delta``, folded into
+            the exported bias) at the model level; 0 keeps biases fixed there.
         lr_rounding: Adam learning rate of the rounding logits V.
         lr_act: Adam learning rate of activation step sizes, relative to each initial step size.
         round_weight: weight of the rounding regularizer against the relative reconstruction MSE.
@@ -107,6 +109,7 @@ class ReconConfig:
     pos: str = DEFAULT_POS
     lr_rounding: float = 3e-2
     lr_act: float = 2e-3
+    lr_bias: float = 0.0
     round_weight: float = 1e-2
     beta: tuple[float, float] = (20.0, 2.0)
     warmup: float = 0.2
@@ -132,6 +135,11 @@ class ReconConfig:
             raise VitqError(f"anneal must be one of {ANNEAL_MODES}, got {self.anneal!r}")
         if self.loss not in LOSSES:
             raise VitqError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+
+    @property
+    def learns_biases(self) -> bool:
+        """Whether the wrapped layers need ``bias_delta`` offsets for this reconstruction."""
+        return self.model_iters > 0 and self.lr_bias > 0
 
     @property
     def stages(self) -> tuple[Stage, ...]:

@@ -182,7 +182,7 @@ class Reconstructor:
     def optimize(self, target: _Target, x_fp: torch.Tensor, x_q: torch.Tensor, y: torch.Tensor, bar: tqdm,
                  weights: torch.Tensor | None = None) -> dict:
         """Fit ``target`` so that it maps ``x_q`` to ``y``; ``weights`` (like ``y``) weight each squared error.
-        A logits target learns activation step sizes only (see ``fit_logits``)."""
+        A logits target learns no weight rounding (see ``fit_logits``)."""
         layouts = {}
         if self.schedule.select_layouts:
             layouts = select_layouts(target.modules, target.forward, x_q, y, self.device,
@@ -192,6 +192,7 @@ class Reconstructor:
                     if isinstance(layer.weight_quant, LearnedRoundingQuantizer) and layer.weight_quant.enabled
                     and not target.logits]
         acts = _activation_quantizers(target.modules)
+        biases = [layer.bias_delta for layer in layers if layer.bias_delta is not None] if target.logits else []
         for _, q in rounders:
             q.reopen(self.cfg.reopen)  # only logits left by an earlier level exist here
         y_norm = 1.0 if target.logits else float(_weighted_mean(y.pow(2), weights).clamp_min(1e-12))
@@ -199,7 +200,7 @@ class Reconstructor:
         step = 0
         for stage in self.schedule.stages(self.cfg):
             n_iters = max(1, round(stage.fraction * self.iters))
-            opt = self._stage_optimizer(stage, rounders, acts)
+            opt = self._stage_optimizer(stage, rounders, acts, biases)
             for _ in range(n_iters):
                 idx = torch.randint(len(x_q), (self.cfg.batch_size,), generator=self.gen)
                 xb = self._mix(x_q[idx], x_fp[idx], stage.qdrop).to(self.device)
@@ -225,6 +226,8 @@ class Reconstructor:
             q.freeze()
         for q in acts:
             q.scale.requires_grad_(False)
+        for b in biases:
+            b.requires_grad_(False)
         after = self.evaluate(target, x_q, y, weights) / y_norm
         log.info("%s: %s %.5f -> %.5f", target.name, "kl" if target.logits else "relative mse", before, after)
         result = {"unit": target.name, "before": round(before, 6), "after": round(after, 6)}
@@ -232,8 +235,11 @@ class Reconstructor:
             result["layouts"] = dict(Counter(layouts.values()))
         return result
 
-    def _stage_optimizer(self, stage: Stage, rounders: list, acts: list[UniformQuantizer]) -> torch.optim.Adam | None:
+    def _stage_optimizer(self, stage: Stage, rounders: list, acts: list[UniformQuantizer],
+                         biases: list[torch.Tensor]) -> torch.optim.Adam | None:
         groups = []
+        if biases and self.cfg.lr_bias > 0:
+            groups.append({"params": [b.requires_grad_(True) for b in biases], "lr": self.cfg.lr_bias})
         for weight, q in rounders:
             if stage.weights:
                 q.start_soft(weight)
@@ -284,9 +290,10 @@ class Reconstructor:
     def fit_logits(self, unit: Unit, x_fp: torch.Tensor, x_q: torch.Tensor, bar: tqdm) -> dict:
         """The ``MODEL`` level: ``unit`` (every block) and the classifier head against the float logits.
 
-        Only activation step sizes learn here (a few hundred scalars): with the roundings of the head
-        free as well (192k for DeiT-Tiny), KL on 125 calibration images fell by half while the
-        evaluation KL more than doubled (docs/reconstruction.md)."""
+        Only activation step sizes (a few hundred scalars) and, with ``lr_bias``, the layers' bias
+        offsets learn here: with the roundings of the head free as well (192k for DeiT-Tiny), KL on
+        125 calibration images fell by half while the evaluation KL more than doubled
+        (docs/reconstruction.md)."""
         def forward(x: torch.Tensor) -> torch.Tensor:
             return self.partition.head(self.model, unit(x))
 
