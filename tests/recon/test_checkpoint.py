@@ -16,8 +16,10 @@ def test_save_load_round_trip(tmp_path):
     model = create_float_model(NAME)
     images = [torch.randn(4, 3, 224, 224)]
     config = QuantConfig(w_bits=4, a_bits=4, method="pfcr", init_method="minmax",
-                         recon={"preset": "ci", "samples": 4, "iters": 3, "units": ["blocks.0.mlp", "blocks.1"]})
+                         recon={"preset": "ci", "samples": 4, "iters": 3, "units": ["blocks.0.mlp", "blocks.1", "model"],
+                                "model_iters": 2, "lr_bias": 1e-2})
     qmodel = quantize(model, NAME, images, config, progress=False)
+    assert qmodel.head.bias_delta.abs().max() > 0  # learned at the model level, must survive the reload
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(FloatView(qmodel)(x), model.eval()(x), rtol=1e-4, atol=1e-4)
