@@ -114,6 +114,9 @@ def main(verbose: int) -> None:
 @click.option("--model-iters", type=click.IntRange(min=0), default=None,
               help="PFCR: iterations of a last level fitting the whole model's logits (activation step sizes only; "
                    "0 = none, the presets' default).")
+@click.option("--lr-bias", type=click.FloatRange(min=0.0), default=None,
+              help="PFCR model level: Adam learning rate of the layers' bias offsets (0 = fixed, the default; "
+                   "1e-4 measured best, docs/reconstruction.md).")
 @click.option("--recon-units", default=None, help="Comma-separated unit names to reconstruct (default: all; the "
                                                    "whole-model level is 'model').")
 @click.option("--per-tensor-activations", is_flag=True,
@@ -144,14 +147,15 @@ def main(verbose: int) -> None:
 @device_option
 def quantize_cmd(model_name: str, output: Path, checkpoint: Path | None, pretrained: bool, data: Path | None, bits: str,
                  method: str, recon_preset: str, iters: int | None, coarsest: int | None, pos: str | None, lr_rounding: float | None,
-                 model_iters: int | None, recon_units: str | None, per_tensor_activations: bool, calib_size: int | None, first_last: str,
+                 model_iters: int | None, lr_bias: float | None, recon_units: str | None, per_tensor_activations: bool,
+                 calib_size: int | None, first_last: str,
                  softmax_quantizer: str | None, percentile: float | None, init_method: str | None, weight_observer: str | None,
                  overrides: tuple[str, ...], bias_correction: bool, batch_size: int, seed: int, device: str) -> None:
     """Quantize MODEL_NAME (a timm name) with calibration images and save a reloadable checkpoint to OUTPUT."""
     seed_everything(seed)
     w_bits, a_bits = parse_bits(bits)
     options = {"iters": iters, "coarsest": coarsest, "pos": pos, "lr_rounding": lr_rounding, "model_iters": model_iters,
-               "units": recon_units.split(",") if recon_units else None,
+               "lr_bias": lr_bias, "units": recon_units.split(",") if recon_units else None,
                "per_channel_activations": False if per_tensor_activations else None}
     recon = {"preset": recon_preset, "seed": seed, **{k: v for k, v in options.items() if v is not None}}
     config = QuantConfig(w_bits=w_bits, a_bits=a_bits, method=method, first_last=first_last,

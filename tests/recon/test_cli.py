@@ -15,12 +15,12 @@ def quantize_args(deit_checkpoint, tmp_path, units: str) -> list[str]:
 
 def test_quantize_pfcr_reloads(deit_checkpoint, tmp_path):
     args = [*quantize_args(deit_checkpoint, tmp_path, "blocks.0.attn,blocks.11,model"), "--lr-rounding", "0.1",
-            "--model-iters", "2"]
+            "--model-iters", "2", "--lr-bias", "1e-4"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     _, header = load_quantized(tmp_path / "q.pt")
     assert header["config"].method == "pfcr"
-    assert header["config"].recon == {"preset": "ci", "seed": 0, "iters": 2, "lr_rounding": 0.1, "model_iters": 2,
+    assert header["config"].recon == {"preset": "ci", "seed": 0, "iters": 2, "lr_rounding": 0.1, "model_iters": 2, "lr_bias": 1e-4,
                                       "units": ["blocks.0.attn", "blocks.11", "model"]}
     assert [lv["level"] for lv in header["meta"]["recon_losses"]["levels"]] == ["fine", "1-block", "model"]
 
