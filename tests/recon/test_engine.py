@@ -163,7 +163,7 @@ def test_model_level_fits_logits_with_activation_steps_only(images):
     assert "head.input_quant.scale" in changed and any(k.startswith("blocks.") for k in changed), changed
 
 
-def test_model_level_compute_and_refusal(images):
+def test_model_level_compute_and_headless_partitions(images):
     from dataclasses import replace
 
     from vitq.recon.engine import Reconstructor
@@ -175,10 +175,9 @@ def test_model_level_compute_and_refusal(images):
     assert [METHODS.get("pfcr").iters(cfg, 4, g) for g in (0, MODEL)] == [10, 7]
     assert METHODS.get("brecq").iters(cfg, 4, 1) == 3 * 10 + 7  # one whole-model step ~ one step per block
     qmodel = tiny_wrapped(QuantConfig(w_bits=4, a_bits=4), images)
-    headless = replace(partition_for(qmodel, NAME), head=None)
-    engine = Reconstructor(qmodel, headless, METHODS.get("pfcr"), cfg, "cpu", progress=False)
-    with pytest.raises(VitqError, match="model_iters needs the partition's classifier head"):
-        engine.check_loss(engine.levels)
+    headless = replace(partition_for(qmodel, NAME), head=None)  # e.g. the hybrid families: no model level
+    assert Reconstructor(qmodel, headless, METHODS.get("pfcr"), cfg, "cpu", progress=False).levels == [0, 1, 2]
+    assert Reconstructor(qmodel, headless, METHODS.get("brecq"), cfg, "cpu", progress=False).level_iters == [30]
     with pytest.raises(VitqError, match="model_iters >= 0"):
         ReconConfig(model_iters=-1)
 
@@ -186,7 +185,9 @@ def test_model_level_compute_and_refusal(images):
 def test_model_level_learns_bias_offsets_only_when_asked(images):
     recon = {"preset": "fast", "samples": 16, "iters": 4, "model_iters": 10, "lr_bias": 1e-2}
     config = QuantConfig(w_bits=3, a_bits=4, method="pfcr", recon=recon)
-    assert config.bias_offsets and not QuantConfig(w_bits=3, a_bits=4, method="pfcr", recon={"model_iters": 10}).bias_offsets
+    assert config.bias_offsets
+    for off in ({"model_iters": 10, "lr_bias": 0.0}, {"model_iters": 0}):
+        assert not QuantConfig(w_bits=3, a_bits=4, method="pfcr", recon=off).bias_offsets
     qmodel = tiny_wrapped(config, images, head_gain=100.0)
     reconstruct(qmodel, NAME, [images], "pfcr", ReconConfig.from_dict(recon), progress=False)
     deltas = {n: m.bias_delta for n, m in qmodel.named_modules() if getattr(m, "bias_delta", None) is not None}

@@ -74,9 +74,9 @@ class ReconConfig:
         coarsest: PFCR's coarsest level in blocks per unit (1, 2, 4, ...).
         model_iters: iterations of one more, last PFCR level whose single unit is the whole block stack
             plus the classifier head, fitted to the float model's logits by KL divergence instead of a
-            block output by MSE (0 = no such level; needs a partition with ``head``). Baselines get
-            as many extra iterations per unit, since one whole-model step costs about one step of
-            every block.
+            block output by MSE (0 = no such level; skipped, with a warning, for partitions without a
+            ``head``, e.g. the hybrid families). Baselines get as many extra iterations per unit,
+            since one whole-model step costs about one step of every block.
         pos: name of the stage regime in ``POS_VARIANTS``.
         lr_bias: Adam learning rate of the quantized layers' bias offsets (``bias_delta``, folded into
             the exported bias) at the model level; 0 keeps biases fixed there.
@@ -166,13 +166,16 @@ class ReconConfig:
 
 
 RECON_PRESETS: dict[str, ReconConfig] = {
-    # CPU, minutes: 64 calibration images, 20 steps per unit and level, levels fine -> block. Rounding
-    # learning rate 0.1, not the dataclass's 0.03: with so few steps the rounding logits barely move at
-    # 0.03 (docs/reconstruction.md, sweep_*.json: PFCR W3A3 20.6 -> 28.1 here, 34.6 -> 38.6 at 125 x 90)
-    "fast": ReconConfig(lr_rounding=0.1),
-    # paper-like (GPU): 1024 augmented samples, thousands of steps, levels fine -> 4 blocks
+    # CPU, minutes: 64 calibration images, 20 steps per unit and level, levels fine -> block -> whole
+    # model (100 steps on the logits, step sizes and bias offsets). Rounding learning rate 0.1, not the
+    # dataclass's 0.03: with so few steps the rounding logits barely move at 0.03 (docs/reconstruction.md,
+    # sweep_*.json: PFCR W3A3 20.6 -> 28.1 here, 34.6 -> 38.6 at 125 x 90); the model level took W3A3 on
+    # to 33.4 (KL 2.80 -> 2.00) with W4A4 level (KL 0.47 -> 0.43; fast_preset_model_level_*.json)
+    "fast": ReconConfig(lr_rounding=0.1, model_iters=100, lr_bias=1e-4),
+    # paper-like (GPU): 1024 augmented samples, thousands of steps, levels fine -> 4 blocks -> whole
+    # model (its length and learning rates are unmeasured at this scale: no GPU so far)
     "full": ReconConfig(preset="full", samples=1024, augment=True, iters=2000, batch_size=32, coarsest=4,
-                        lr_rounding=1e-2, lr_act=5e-4),
+                        lr_rounding=1e-2, lr_act=5e-4, model_iters=2000, lr_bias=1e-4),
     # CI accuracy regression: fewer samples and steps, at the learning rates its floors were measured with
     "ci": ReconConfig(preset="ci", samples=32, iters=12),
     # CPU, small hybrid models (< 5M params): all 256 calibration images, 100 steps of 16 per unit;

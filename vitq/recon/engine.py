@@ -117,8 +117,11 @@ class Reconstructor:
         self.model, self.partition, self.schedule, self.cfg = model, partition, schedule, cfg
         self.device, self.progress = device, progress
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.levels = schedule.levels(cfg, partition.num_blocks)
-        self.level_iters = [schedule.iters(cfg, partition.num_blocks, g) for g in self.levels]
+        has_head = partition.head is not None
+        if cfg.model_iters and not has_head and schedule.progressive:
+            log.warning("this model family's partition has no classifier head: PFCR skips the whole-model level")
+        self.levels = schedule.levels(cfg, partition.num_blocks, has_head)
+        self.level_iters = [schedule.iters(cfg, partition.num_blocks, g, has_head) for g in self.levels]
         self.level_index = 0  # set by reconstruct() before each level
 
     @property
@@ -163,9 +166,6 @@ class Reconstructor:
             raise VitqError(f"schedule names unknown unit(s) {missing}; units of this model and schedule: {', '.join(known)}")
 
     def check_loss(self, levels: list[int]) -> None:
-        if MODEL in levels and self.partition.head is None:
-            raise VitqError("model_iters needs the partition's classifier head; this model family's partition defines "
-                            "none (use model_iters 0)")
         if self.cfg.loss == "mse":
             return
         if self.partition.head is None:

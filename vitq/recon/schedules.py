@@ -20,7 +20,7 @@ MODEL = -3
 @dataclass(frozen=True)
 class Schedule:
     """``progressive``: levels 0, 1, 2, 4, ... up to ``ReconConfig.coarsest`` (then ``MODEL`` when
-    ``ReconConfig.model_iters`` > 0) with the POS stages, each level starting from the previous
+    ``ReconConfig.model_iters`` > 0 and the partition has a classifier head) with the POS stages, each level starting from the previous
     one's parameters (PFCR). Otherwise one level at
     ``granularity`` with all parameters optimized jointly (BRECQ, AdaRound, Q-HyViT).
     ``select_layouts``: before optimizing a unit, pick each activation quantizer's scheme and
@@ -30,25 +30,25 @@ class Schedule:
     granularity: int = 0
     select_layouts: bool = False
 
-    def levels(self, cfg: ReconConfig, num_blocks: int) -> list[int]:
+    def levels(self, cfg: ReconConfig, num_blocks: int, has_head: bool = True) -> list[int]:
         if not self.progressive:
             return [self.granularity]
         levels, n = [0], 1
         while n <= min(cfg.coarsest, num_blocks):
             levels.append(n)
             n *= 2
-        return levels + [MODEL] if cfg.model_iters else levels
+        return levels + [MODEL] if cfg.model_iters and has_head else levels
 
     def stages(self, cfg: ReconConfig) -> tuple[Stage, ...]:
         return cfg.stages if self.progressive else POS_VARIANTS["joint"]
 
-    def iters(self, cfg: ReconConfig, num_blocks: int, granularity: int) -> int:
+    def iters(self, cfg: ReconConfig, num_blocks: int, granularity: int, has_head: bool = True) -> int:
         """Iterations per unit at a level: baselines get as many in total as PFCR spends over its
         levels (a whole-model step counts as one step of every block)."""
         if self.progressive:
             return cfg.model_iters if granularity == MODEL else cfg.iters
-        block_levels = [g for g in Schedule(progressive=True).levels(cfg, num_blocks) if g != MODEL]
-        return cfg.iters * len(block_levels) + cfg.model_iters
+        pfcr = Schedule(progressive=True).levels(cfg, num_blocks, has_head)
+        return cfg.iters * len([g for g in pfcr if g != MODEL]) + (cfg.model_iters if MODEL in pfcr else 0)
 
 
 METHODS: Registry[Schedule] = Registry("reconstruction method")
