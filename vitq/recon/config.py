@@ -173,9 +173,10 @@ RECON_PRESETS: dict[str, ReconConfig] = {
     # to 33.4 (KL 2.80 -> 2.00) with W4A4 level (KL 0.47 -> 0.43; fast_preset_model_level_*.json)
     "fast": ReconConfig(lr_rounding=0.1, model_iters=100, lr_bias=1e-4),
     # paper-like (GPU): 1024 augmented samples, thousands of steps, levels fine -> 4 blocks -> whole
-    # model (its length and learning rates are unmeasured at this scale: no GPU so far)
+    # model, step sizes only (unmeasured at this scale, no GPU so far; bias offsets over-fitted W4A4
+    # in the longest CPU model level)
     "full": ReconConfig(preset="full", samples=1024, augment=True, iters=2000, batch_size=32, coarsest=4,
-                        lr_rounding=1e-2, lr_act=5e-4, model_iters=2000, lr_bias=1e-4),
+                        lr_rounding=1e-2, lr_act=5e-4, model_iters=2000),
     # CI accuracy regression: fewer samples and steps, at the learning rates its floors were measured with
     "ci": ReconConfig(preset="ci", samples=32, iters=12),
     # CPU, small hybrid models (< 5M params): all 256 calibration images, 100 steps of 16 per unit;
