@@ -26,10 +26,11 @@ def row(record: dict) -> list[str]:
     if recon:
         samples = f"{recon['samples']} aug" if recon.get("augment") else str(recon["samples"])
         budget = f"{samples}/{recon['iters']}/{recon['coarsest']}, lr {recon['lr_rounding']}"
-        if recon.get("model_iters", 0) and record["method"] == "pfcr":
-            budget += f" + model {recon['model_iters']}" + (f" (bias lr {recon['lr_bias']})" if recon.get("lr_bias") else "")
-        elif recon.get("model_iters", 0):  # baselines get the model level's compute as iterations per unit
-            budget += f" + {recon['model_iters']} per unit"
+        model_iters = recon.get("model_iters", 0)
+        if model_iters and record["method"] == "pfcr":
+            budget += f" + model {model_iters}" + (f" (bias lr {recon['lr_bias']})" if recon.get("lr_bias") else "")
+        elif model_iters:  # baselines get the model level's compute as iterations per unit
+            budget += f" + {model_iters} per unit"
         if recon.get("seed", 0):
             budget += f" seed {recon['seed']}"
     config = record["config"]

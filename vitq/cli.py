@@ -112,11 +112,11 @@ def main(verbose: int) -> None:
               help="Adam learning rate of the rounding logits (overrides the preset; 0.1 beat 0.03 for PFCR at "
                    "125 samples x 90 iterations, docs/reconstruction.md).")
 @click.option("--model-iters", type=click.IntRange(min=0), default=None,
-              help="PFCR: iterations of a last level fitting the whole model's logits (activation step sizes only; "
-                   "0 = none, the presets' default).")
+              help="PFCR: iterations of a last level fitting the whole model's logits (activation step sizes and, "
+                   "with --lr-bias, bias offsets; 0 = none; preset fast 100, full 2000).")
 @click.option("--lr-bias", type=click.FloatRange(min=0.0), default=None,
-              help="PFCR model level: Adam learning rate of the layers' bias offsets (0 = fixed, the default; "
-                   "1e-4 measured best, docs/reconstruction.md).")
+              help="PFCR model level: Adam learning rate of the layers' bias offsets (0 = fixed; preset fast 1e-4, "
+                   "the best measured, docs/reconstruction.md).")
 @click.option("--recon-units", default=None, help="Comma-separated unit names to reconstruct (default: all; the "
                                                    "whole-model level is 'model').")
 @click.option("--per-tensor-activations", is_flag=True,

@@ -113,6 +113,7 @@ def wrap_model(model: nn.Module, model_name: str, config: QuantConfig) -> nn.Mod
             probability_inputs.update(f"{name}.{child}" for child in getattr(quant_cls, "probability_inputs", ()))
         elif type(module) is MatMul:
             _set_child(model, name, _product(factory, name, name, QuantMatMul, module.probabilities))
+    bias_offsets = config.bias_offsets  # resolves the reconstruction config: once, not per layer
     for name, module in list(model.named_modules()):
         if type(module) not in (nn.Linear, nn.Conv2d):
             continue
@@ -125,10 +126,10 @@ def wrap_model(model: nn.Module, model_name: str, config: QuantConfig) -> nn.Mod
         if type(module) is nn.Linear:
             new: nn.Module = QuantLinear(module, input_quant(f"{name}.input_quant", name),
                                          factory.weight(f"{name}.weight_quant", name, module.out_features),
-                                         config.bias_offsets)
+                                         bias_offsets)
         else:
             new = QuantConv2d(module, input_quant(f"{name}.input_quant", name),
-                              factory.weight(f"{name}.weight_quant", name, module.out_channels), config.bias_offsets)
+                              factory.weight(f"{name}.weight_quant", name, module.out_channels), bias_offsets)
         _set_child(model, name, new)
     return model
 

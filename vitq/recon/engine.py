@@ -87,9 +87,9 @@ def _layers(modules: Iterable[nn.Module]) -> list[nn.Module]:
 
 @torch.no_grad()
 def _modules_called(model: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> list[nn.Module]:
-    """The submodules of ``model`` that run while ``fn(x)`` does (e.g. a head's final norm and
-    classifier), so only their quantizers are optimized: the rounding regularizer would otherwise
-    move the rounding of layers outside the forward, which no loss gradient holds in place."""
+    """The submodules of ``model`` that run while ``fn(x)`` does (the blocks and the head's final norm
+    and classifier, not the stem), so only their quantizers are optimized: a quantizer outside the
+    forward gets no loss gradient to hold it in place."""
     called: list[nn.Module] = []
     model_hooks = [m.register_forward_pre_hook(lambda mod, _args: called.append(mod)) for m in model.modules()]
     try:
@@ -299,8 +299,8 @@ class Reconstructor:
 
         with quantization_disabled(self.model):
             logits = run_batched(forward, x_fp, 4 * self.cfg.batch_size, self.device)
-            head = _modules_called(self.model, lambda h: self.partition.head(self.model, h), unit(x_fp[:1].to(self.device)))
-        target = _Target(unit.name, forward, [*unit.modules(), *head], logits=True)
+            modules = _modules_called(self.model, forward, x_fp[:1].to(self.device))
+        target = _Target(unit.name, forward, modules, logits=True)
         bar.set_description("model (logits)")
         return self.optimize(target, x_fp, x_q, logits, bar)
 

@@ -20,8 +20,8 @@ MODEL = -3
 @dataclass(frozen=True)
 class Schedule:
     """``progressive``: levels 0, 1, 2, 4, ... up to ``ReconConfig.coarsest`` (then ``MODEL`` when
-    ``ReconConfig.model_iters`` > 0 and the partition has a classifier head) with the POS stages, each level starting from the previous
-    one's parameters (PFCR). Otherwise one level at
+    ``ReconConfig.model_iters`` > 0 and the partition has a classifier head) with the POS stages,
+    each level starting from the previous one's parameters (PFCR). Otherwise one level at
     ``granularity`` with all parameters optimized jointly (BRECQ, AdaRound, Q-HyViT).
     ``select_layouts``: before optimizing a unit, pick each activation quantizer's scheme and
     granularity by reconstruction loss (Q-HyViT, ``vitq.recon.layouts``)."""
