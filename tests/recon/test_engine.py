@@ -188,6 +188,8 @@ def test_model_level_learns_bias_offsets_only_when_asked(images):
     assert config.bias_offsets
     for off in ({"model_iters": 10, "lr_bias": 0.0}, {"model_iters": 0}):
         assert not QuantConfig(w_bits=3, a_bits=4, method="pfcr", recon=off).bias_offsets
+    for baseline in ("brecq", "adaround"):  # they never reach the model level
+        assert not QuantConfig(w_bits=3, a_bits=4, method=baseline, recon=recon).bias_offsets
     qmodel = tiny_wrapped(config, images, head_gain=100.0)
     reconstruct(qmodel, NAME, [images], "pfcr", ReconConfig.from_dict(recon), progress=False)
     deltas = {n: m.bias_delta for n, m in qmodel.named_modules() if getattr(m, "bias_delta", None) is not None}

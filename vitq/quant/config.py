@@ -174,8 +174,10 @@ class QuantConfig:
     @property
     def bias_offsets(self) -> bool:
         """Whether wrapped layers carry a ``bias_delta``: bias correction sets it, PFCR's model level
-        can learn it (``ReconConfig.lr_bias``)."""
-        return self.bias_correction or (self.reconstructs and recon_config(self).learns_biases)
+        can learn it (``ReconConfig.lr_bias``); baselines never do."""
+        if self.bias_correction:
+            return True
+        return self.reconstructs and recon_schedule(self).learns_biases(recon_config(self))
 
     @property
     def bits(self) -> str:
@@ -236,6 +238,14 @@ def recon_config(config: QuantConfig):
     if config.method not in recon_methods():
         raise VitqError(f"unknown method {config.method!r}; available: {', '.join(methods())}")
     return ReconConfig.from_dict(config.recon)
+
+
+def recon_schedule(config: QuantConfig):
+    """The ``vitq.recon.Schedule`` registered for a config whose method reconstructs."""
+    from vitq.recon import METHODS
+
+    recon_config(config)  # validates the method name with the full list of methods
+    return METHODS.get(config.method)
 
 
 def parse_bits(spec: str) -> tuple[int, int]:

@@ -42,6 +42,11 @@ class Schedule:
     def stages(self, cfg: ReconConfig) -> tuple[Stage, ...]:
         return cfg.stages if self.progressive else POS_VARIANTS["joint"]
 
+    def learns_biases(self, cfg: ReconConfig) -> bool:
+        """Whether the wrapped layers need ``bias_delta`` offsets: only the model level learns them,
+        and only a progressive schedule reaches it."""
+        return self.progressive and cfg.learns_biases
+
     def iters(self, cfg: ReconConfig, num_blocks: int, granularity: int, has_head: bool = True) -> int:
         """Iterations per unit at a level: baselines get as many in total as PFCR spends over its
         levels (a whole-model step counts as one step of every block)."""
