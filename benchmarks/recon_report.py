@@ -1,6 +1,10 @@
 """Markdown tables for docs/reconstruction.md from the recon result records.
 
     python benchmarks/recon_report.py benchmarks/results/recon_table*.json
+    python benchmarks/recon_report.py --matrix benchmarks/results/final_table_*.json   # method x bit-width
+
+``--matrix`` is the issue-shaped summary: one row per method, one column per bit-width, repeated
+runs of a cell (other seeds) averaged, with every seed's top-1 listed so the noise stays visible.
 """
 from __future__ import annotations
 
@@ -56,8 +60,31 @@ def row(record: dict) -> list[str]:
             else str(values[c]) for c in COLUMNS]
 
 
+def cell(runs: list[dict]) -> str:
+    """'top-1 (each run) / drop / agreement / KL / seconds on device' of one method at one bit-width, averaged."""
+    def mean(key: str) -> float:
+        return sum(r[key] for r in runs) / len(runs)
+    top1 = ", ".join(f"{r['top1']:.2f}" for r in runs)
+    return (f"{top1} / drop {mean('drop'):.2f} / agree {mean('agreement'):.1f} / KL {mean('kl'):.2f}"
+            f" / {mean('seconds'):.0f} s on {'+'.join(sorted({r['device'] for r in runs}))}")
+
+
+def matrix(records: list[dict]) -> None:
+    bits = sorted({r["bits"] for r in records}, key=lambda b: -int(b[1:].split("A")[0]))
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    print("| method | " + " | ".join(bits) + " |")
+    print("|---|" + "---|" * len(bits))
+    for method in methods:
+        cells = [[r for r in records if r["method"] == method and r["bits"] == b] for b in bits]
+        print(f"| {method} | " + " | ".join(cell(runs) if runs else "-" for runs in cells) + " |")
+
+
 def main(paths: list[str]) -> None:
-    records = [r for p in paths for r in json.loads(Path(p).read_text())["records"]]
+    show_matrix = "--matrix" in paths
+    records = [r for p in paths if p != "--matrix" for r in json.loads(Path(p).read_text())["records"]]
+    if show_matrix:
+        matrix(records)
+        return
     records.sort(key=lambda r: (r["bits"], r["method"]))
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS))

@@ -29,3 +29,21 @@ def test_setting_tells_apart_records_that_differ_only_in_overrides():
     assert setting(base) == "softmax=log2, percentile=99.9"
     assert setting(mixed) == ('softmax=log2, percentile=99.9, post-act=twin_uniform, '
                               'blocks.*.mlp.fc2.input_quant: {"bits": 8}')
+
+
+def test_recon_report_matrix_averages_seeds_and_lists_each(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    def record(method: str, bits: str, top1: float) -> dict:
+        return {"method": method, "bits": bits, "top1": top1, "drop": 78.0 - top1, "agreement": top1 + 5,
+                "kl": 0.5, "seconds": 100.0, "device": "cpu"}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"records": [record("pfcr", "W4A4", 70.0), record("pfcr", "W4A4", 72.0),
+                                            record("brecq", "W3A3", 40.0)]}))
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "recon_report.py"), "--matrix", str(path)],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == "| method | W4A4 | W3A3 |"
+    assert out[2].startswith("| pfcr | 70.00, 72.00 / drop 7.00 / agree 76.0 / KL 0.50 / 100 s on cpu | - |")
+    assert out[3] == "| brecq | - | 40.00 / drop 38.00 / agree 45.0 / KL 0.50 / 100 s on cpu |"
