@@ -29,6 +29,9 @@ def test_recon_capture_io_keeps_the_pre_activation_output():
     ins, outs = capture_io(model, model.conv, x, 2, "cpu")
     torch.testing.assert_close(outs, model.conv(x))
     torch.testing.assert_close(ins, x)
+    ins, outs = capture_io(model, model.conv, x, 2, "cpu", output_of=model.act)  # AdaRound's act(W x) target
+    torch.testing.assert_close(outs, torch.nn.functional.silu(model.conv(x)))
+    torch.testing.assert_close(ins, x)
 
 
 def test_baseline_search_targets_and_gradients_are_pre_activation():

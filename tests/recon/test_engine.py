@@ -7,6 +7,7 @@ import torch
 from vitq.errors import VitqError
 from vitq.quant.config import QuantConfig
 from vitq.recon import LearnedRoundingQuantizer, ReconConfig, reconstruct
+from vitq.recon.engine import activation_after
 from vitq.recon.schedules import METHODS
 
 from .conftest import tiny_wrapped
@@ -196,3 +197,11 @@ def test_model_level_learns_bias_offsets_only_when_asked(images):
     assert "head" in deltas and all(not d.requires_grad for d in deltas.values())
     assert sum(bool(d.abs().max() > 0) for d in deltas.values()) >= len(deltas) - 1  # the stem's stays zero
     assert deltas["patch_embed.proj"].abs().max() == 0
+
+
+def test_layerwise_targets_include_the_activation_a_layer_feeds(images):
+    qmodel = tiny_wrapped(QuantConfig(w_bits=4, a_bits=4, method="adaround"), images)
+    mlp = qmodel.blocks[0].mlp
+    assert activation_after(qmodel, "blocks.0.mlp.fc1") is mlp.act
+    assert activation_after(qmodel, "blocks.0.mlp.fc2") is None
+    assert activation_after(qmodel, "blocks.0.attn.qkv") is None

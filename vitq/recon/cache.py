@@ -80,18 +80,22 @@ def capture_input(model: nn.Module, module: nn.Module, x: torch.Tensor, batch_si
 
 @torch.no_grad()
 def capture_io(fn: Callable[[torch.Tensor], torch.Tensor], layer: nn.Module, x: torch.Tensor, batch_size: int,
-               device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Input and output of ``layer`` inside ``fn`` run on ``x`` (for layer-wise reconstruction)."""
+               device: str, output_of: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input of ``layer`` and output of ``output_of`` (default: ``layer`` itself) inside ``fn`` run on
+    ``x`` (for layer-wise reconstruction)."""
     ins: list[torch.Tensor] = []
     outs: list[torch.Tensor] = []
 
-    def hook(_mod: nn.Module, args: tuple, out: torch.Tensor) -> None:
+    def take_input(_mod: nn.Module, args: tuple, _out: torch.Tensor) -> None:
         ins.append(snapshot(args[0]))
+
+    def take_output(_mod: nn.Module, _args: tuple, out: torch.Tensor) -> None:
         outs.append(snapshot(out))
 
-    handle = layer.register_forward_hook(hook)
+    handles = [layer.register_forward_hook(take_input), (output_of or layer).register_forward_hook(take_output)]
     try:
         run_batched(fn, x, batch_size, device)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     return torch.cat(ins), torch.cat(outs)
