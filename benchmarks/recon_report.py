@@ -2,6 +2,7 @@
 
     python benchmarks/recon_report.py benchmarks/results/recon_table*.json
     python benchmarks/recon_report.py --matrix benchmarks/results/final_table_*.json   # method x bit-width
+    python benchmarks/recon_report.py --matrix a.json:pfcr,brecq b.json   # only pfcr and brecq from a.json
 
 ``--matrix`` is the issue-shaped summary: one row per method, one column per bit-width, repeated
 runs of a cell (other seeds) averaged, with every seed's top-1 listed so the noise stays visible.
@@ -79,9 +80,16 @@ def matrix(records: list[dict]) -> None:
         print(f"| {method} | " + " | ".join(cell(runs) if runs else "-" for runs in cells) + " |")
 
 
+def load(spec: str) -> list[dict]:
+    """The records of ``FILE`` or, for ``FILE:METHOD,...``, only those of the listed methods."""
+    path, _, methods = spec.partition(":")
+    records = json.loads(Path(path).read_text())["records"]
+    return [r for r in records if r["method"] in methods.split(",")] if methods else records
+
+
 def main(paths: list[str]) -> None:
     show_matrix = "--matrix" in paths
-    records = [r for p in paths if p != "--matrix" for r in json.loads(Path(p).read_text())["records"]]
+    records = [r for p in paths if p != "--matrix" for r in load(p)]
     if show_matrix:
         matrix(records)
         return

@@ -47,3 +47,6 @@ def test_recon_report_matrix_averages_seeds_and_lists_each(tmp_path):
     assert out[0] == "| method | W4A4 | W3A3 |"
     assert out[2].startswith("| pfcr | 70.00, 72.00 / drop 7.00 / agree 76.0 / KL 0.50 / 100 s on cpu | - |")
     assert out[3] == "| brecq | - | 40.00 / drop 38.00 / agree 45.0 / KL 0.50 / 100 s on cpu |"
+    only = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "recon_report.py"), "--matrix", f"{path}:brecq"],
+                          capture_output=True, text=True, check=True).stdout.splitlines()
+    assert [line.split(" |")[0] for line in only[2:]] == ["| brecq"]
