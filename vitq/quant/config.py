@@ -241,10 +241,10 @@ def recon_config(config: QuantConfig):
 
 
 def recon_schedule(config: QuantConfig):
-    """The ``vitq.recon.Schedule`` registered for a config whose method reconstructs."""
+    """The ``vitq.recon.Schedule`` registered for a config whose method reconstructs (the method name
+    was validated when the config was built)."""
     from vitq.recon import METHODS
 
-    recon_config(config)  # validates the method name with the full list of methods
     return METHODS.get(config.method)
 
 
