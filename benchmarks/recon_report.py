@@ -84,7 +84,12 @@ def load(spec: str) -> list[dict]:
     """The records of ``FILE`` or, for ``FILE:METHOD,...``, only those of the listed methods."""
     path, _, methods = spec.partition(":")
     records = json.loads(Path(path).read_text())["records"]
-    return [r for r in records if r["method"] in methods.split(",")] if methods else records
+    if not methods:
+        return records
+    wanted, present = methods.split(","), {r["method"] for r in records}
+    if missing := [m for m in wanted if m not in present]:
+        sys.exit(f"{path} has no records of {', '.join(missing)}; its methods: {', '.join(sorted(present))}")
+    return [r for r in records if r["method"] in wanted]
 
 
 def main(paths: list[str]) -> None:

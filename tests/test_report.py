@@ -50,3 +50,6 @@ def test_recon_report_matrix_averages_seeds_and_lists_each(tmp_path):
     only = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "recon_report.py"), "--matrix", f"{path}:brecq"],
                           capture_output=True, text=True, check=True).stdout.splitlines()
     assert [line.split(" |")[0] for line in only[2:]] == ["| brecq"]
+    wrong = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "recon_report.py"), "--matrix", f"{path}:pfrc"],
+                           capture_output=True, text=True)
+    assert wrong.returncode == 1 and "has no records of pfrc; its methods: brecq, pfcr" in wrong.stderr
