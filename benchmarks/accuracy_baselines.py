@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from calib import eval_transform, load_splits
-from vitq.models import create_float_model
-from vitq.quant import QuantConfig, parse_bits
+from vitq.models.loading import create_float_model
+from vitq.quant.config import QuantConfig, parse_bits
 from vitq.results import write_results
 from vitq.workflow import ACCURACY_COLUMNS, format_table, quantize_and_evaluate
 

@@ -23,8 +23,8 @@ from calib import eval_transform, images_only, load_splits
 from vitq.api import atomic_write, load_quantized, quantize
 from vitq.bench.report import accuracy_table, markdown, speed_table
 from vitq.bench.runner import BenchConfig, benchmark
-from vitq.models import create_float_model
-from vitq.quant import QuantConfig
+from vitq.models.loading import create_float_model
+from vitq.quant.config import QuantConfig
 from vitq.results import machine, write_results
 
 MODEL = "deit_tiny_patch16_224"

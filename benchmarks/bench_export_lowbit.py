@@ -20,8 +20,8 @@ from vitq.calibration import FloatView
 from vitq.export.markers import export_reference
 from vitq.export.onnx_export import ExportOptions, export_float, export_onnx
 from vitq.export.parity import compare
-from vitq.models import create_float_model
-from vitq.quant import QuantConfig, parse_bits
+from vitq.models.loading import create_float_model
+from vitq.quant.config import QuantConfig, parse_bits
 from vitq.results import write_results
 from vitq.workflow import format_table
 

@@ -5,7 +5,7 @@
 
 Calibration images come from the CIFAR-10 train archive (``--calib-images``, evenly spaced, all
 classes), evaluation from the 10,000 test images. Every method runs on identical wrapping and
-images through ``vitq.workflow.quantize_and_evaluate``; the file is rewritten after every run, so an
+images through ``vitq.pipeline.workflow.quantize_and_evaluate``; the file is rewritten after every run, so an
 interrupted sweep keeps what it finished. A checkpoint whose fp32 top-1 is below 85 % is marked
 ``under_trained`` in every record.
 """
@@ -20,26 +20,29 @@ import torch
 from calib.loaders import load_splits
 from calib.transforms import eval_transform
 from vitq.evaluate import predict
+from vitq.methods import get_method
 from vitq.models.loading import checkpoint_spec, create_float_model
-from vitq.quant.config import QuantConfig, parse_bits
+from vitq.pipeline.workflow import ACCURACY_COLUMNS, quantize_and_evaluate
+from vitq.recipe import make_recipe
 from vitq.report import UNDER_TRAINED_BELOW
+from vitq.report.tables import text_table
 from vitq.results import write_results
-from vitq.workflow import ACCURACY_COLUMNS, format_table, quantize_and_evaluate
 
 
 @click.command()
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="A CIFAR-10 checkpoint made by benchmarks/train_cifar10.py (carries its model spec).")
 @click.option("--data", type=click.Path(exists=True, path_type=Path), required=True, help="cifar10-test.tar.gz")
-@click.option("--methods", default="minmax,easyquant,fqvit,ptq4vit,qhyvit", show_default=True)
-@click.option("--bits", "bits_spec", default="W8A8,W6A6,W4A4", show_default=True)
-@click.option("--calib-images", type=int, default=256, show_default=True)
+@click.option("--methods", default="minmax,easyquant,fqvit,ptq4vit,qhyvit", show_default=True, help="Comma-separated methods.")
+@click.option("--bits", "bits_spec", default="W8A8,W6A6,W4A4", show_default=True, help="Comma-separated WxAy.")
+@click.option("--calib-images", type=int, default=256, show_default=True, help="Calibration images from the train archive.")
 @click.option("--eval-limit", type=int, default=None, help="Evaluate on this many test images (default: all).")
 @click.option("--recon-preset", default="hybrid", show_default=True, help="Reconstruction preset for qhyvit.")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Results file (JSON).")
 def main(checkpoint: Path, data: Path, methods: str, bits_spec: str, calib_images: int, eval_limit: int | None,
          recon_preset: str, device: str, out: Path) -> None:
+    """Every method x bit-width on one CIFAR-10 hybrid checkpoint, paired against fp32."""
     logging.basicConfig(level=logging.WARNING)
     spec = checkpoint_spec(checkpoint)
     if spec is None:
@@ -51,19 +54,19 @@ def main(checkpoint: Path, data: Path, methods: str, bits_spec: str, calib_image
     n_calib = sum(len(y) for _, y in calib)
     records = []
     for bits in bits_spec.split(","):
-        w, a = parse_bits(bits)
         for method in methods.split(","):
-            config = QuantConfig(w_bits=w, a_bits=a, method=method, init_method="minmax",
-                                 recon={"preset": recon_preset} if method == "qhyvit" else {})
+            # reconstruction starts from min-max calibration here, as the published hybrid tables did
+            settings = {"calibration": "minmax", "recon_preset": recon_preset} if get_method(method).reconstructs else {}
+            recipe = make_recipe(bits, method, settings, seed=0)
             torch.manual_seed(0)
-            _, run = quantize_and_evaluate(model, name, config, calib, evaluation, dataset="cifar10-test", device=device,
+            _, run = quantize_and_evaluate(model, name, recipe, calib, evaluation, dataset="cifar10-test", device=device,
                                            fp32_logits=fp32_logits)
             record = {**run.record(), "checkpoint": str(checkpoint), "calib_images": n_calib}
             record["under_trained"] = record["fp32_top1"] < UNDER_TRAINED_BELOW
             records.append(record)
             write_results(out, records)
-            click.echo(format_table([record], ACCURACY_COLUMNS))
-    click.echo(format_table(records, ACCURACY_COLUMNS))
+            click.echo(text_table([record], ACCURACY_COLUMNS))
+    click.echo(text_table(records, ACCURACY_COLUMNS))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-import vitq.models  # noqa: F401 - registers Mobile-Former with timm
+import vitq.models.mobile_former  # noqa: F401 - registers Mobile-Former with timm
 from calib.datasets import ImageDataset, scan_cifar_archive
 from vitq.models.loading import CHECKPOINT_META_KEY
 from vitq.report import UNDER_TRAINED_BELOW

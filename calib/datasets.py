@@ -24,7 +24,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from vitq.errors import VitqError
+from calib.errors import DataError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 SYNSETS_FILE = Path(__file__).with_name("imagenet_synsets.txt")
@@ -56,7 +56,7 @@ def scan_wnid_folder(root: Path) -> list[Sample]:
     for path in _images_in(root):
         m = WNID_RE.match(path.name)
         if not m or m.group(1) not in index:
-            raise VitqError(f"{path.name} in {root} is not named <wnid>_<name> with an ImageNet-1k wnid")
+            raise DataError(f"{path.name} in {root} is not named <wnid>_<name> with an ImageNet-1k wnid")
         label = index[m.group(1)]
         samples.append(Sample(str(path), label, label % CALIB_EVERY == 0))
     return samples
@@ -67,7 +67,7 @@ def scan_class_folder(root: Path, class_to_idx: dict[str, int] | None = None) ->
     mapping = class_to_idx or {c: i for i, c in enumerate(classes)}
     unknown = [c for c in classes if c not in mapping]
     if unknown:
-        raise VitqError(f"class folders {unknown[:5]} in {root} are not in the class-index map")
+        raise DataError(f"class folders {unknown[:5]} in {root} are not in the class-index map")
     samples = []
     for c in classes:
         for k, path in enumerate(_images_in(root / c)):
@@ -86,7 +86,7 @@ def scan_cifar_archive(path: Path) -> list[Sample]:
                 if member.isfile() and len(parts) >= 3 and parts[-2] in CIFAR10_CLASSES:
                     samples.append(Sample(member.name, CIFAR10_CLASSES.index(parts[-2]), calibration))
     except (tarfile.TarError, OSError) as e:
-        raise VitqError(f"cannot read CIFAR archive {path}: {e}") from None
+        raise DataError(f"cannot read CIFAR archive {path}: {e}") from None
     return sorted(samples, key=lambda s: s.source)
 
 
@@ -94,17 +94,17 @@ def scan(path: str | Path) -> tuple[str, list[Sample]]:
     """Detect the layout of ``path`` and list its samples: (kind, samples)."""
     root = Path(path)
     if not root.exists():
-        raise VitqError(f"data path not found: {root}")
+        raise DataError(f"data path not found: {root}")
     if root.is_file():
         if not root.name.endswith((".tar.gz", ".tgz", ".tar")):
-            raise VitqError(f"{root} is a file but not a CIFAR-10 tar archive")
+            raise DataError(f"{root} is a file but not a CIFAR-10 tar archive")
         kind, samples = "cifar10", scan_cifar_archive(root)
     elif any(p.is_dir() for p in root.iterdir()):
         kind, samples = "class-folder", scan_class_folder(root)
     else:
         kind, samples = "wnid-folder", scan_wnid_folder(root)
     if not samples:
-        raise VitqError(f"no images found in {root} (expected {', '.join(sorted(IMAGE_SUFFIXES))} files)")
+        raise DataError(f"no images found in {root} (expected {', '.join(sorted(IMAGE_SUFFIXES))} files)")
     return kind, samples
 
 
@@ -134,7 +134,7 @@ class ImageDataset(Dataset):
         try:
             image = Image.open(io.BytesIO(self._bytes(sample.source))).convert("RGB")
         except (UnidentifiedImageError, OSError) as e:
-            raise VitqError(f"cannot decode image {sample.source}: {e}") from None
+            raise DataError(f"cannot decode image {sample.source}: {e}") from None
         return self.transform(image), sample.label
 
 
@@ -154,10 +154,10 @@ def open_split(path: str | Path, split: str, transform: Callable, limit: int | N
     kind, samples = scan(path)
     chosen = [s for s in samples if s.calibration == (split == "calibration")]
     if not chosen:
-        raise VitqError(f"the {split} split of {path} ({kind}) has zero images")
+        raise DataError(f"the {split} split of {path} ({kind}) has zero images")
     if limit is not None and limit < len(chosen):
         if limit <= 0:
-            raise VitqError(f"image limit must be positive, got {limit}")
+            raise DataError(f"image limit must be positive, got {limit}")
         step = len(chosen) / limit
         chosen = [chosen[int(i * step)] for i in range(limit)]
     return ImageDataset(chosen, transform, archive=archive)

@@ -7,9 +7,9 @@ import pytest
 
 from calib import eval_transform, load_batches, open_split
 from vitq.assets import DEMO_MODEL
-from vitq.models import create_float_model
-from vitq.quant import QuantConfig
-from vitq.workflow import quantize_and_evaluate
+from vitq.models.loading import create_float_model
+from vitq.pipeline.workflow import quantize_and_evaluate
+from vitq.recipe import make_recipe
 
 FLOOR_W4A4_AGREEMENT = 55.0
 
@@ -26,7 +26,7 @@ def data(deit_checkpoint, sample_images):
 @pytest.mark.accuracy
 def test_w8a8_percentile_matches_fp32(data):
     model, calib, evaluation = data
-    _, run = quantize_and_evaluate(model, DEMO_MODEL, QuantConfig(w_bits=8, a_bits=8, method="percentile"), calib, evaluation,
+    _, run = quantize_and_evaluate(model, DEMO_MODEL, make_recipe("W8A8", "percentile"), calib, evaluation,
                                    "bundled", progress=False)
     assert run.quantized.agreement >= 94.0
     assert abs(run.fp32.top1 - run.quantized.top1) <= 3.0
@@ -40,7 +40,7 @@ def test_w4a4_percentile_does_not_collapse(data):
     min-max weights and a uniform softmax gave 41.5 %, KL 1.63); these 100 images: agreement 66 %, KL 0.89
     (recon_ci.json)."""
     model, calib, evaluation = data
-    _, run = quantize_and_evaluate(model, DEMO_MODEL, QuantConfig(w_bits=4, a_bits=4, method="percentile"), calib, evaluation,
+    _, run = quantize_and_evaluate(model, DEMO_MODEL, make_recipe("W4A4", "percentile"), calib, evaluation,
                                    "bundled", progress=False)
     assert run.quantized.agreement >= FLOOR_W4A4_AGREEMENT
     assert run.quantized.kl < 1.2
@@ -51,7 +51,7 @@ def test_ln_reparam_helps_at_w6a6(data):
     model, calib, evaluation = data
     kl = {}
     for reparam in (False, True):
-        config = QuantConfig(w_bits=6, a_bits=6, method="mse", ln_reparam=reparam)
+        config = make_recipe("W6A6", "mse", {"ln_reparam": reparam})
         _, run = quantize_and_evaluate(model, DEMO_MODEL, config, calib, evaluation, "bundled", progress=False)
         kl[reparam] = run.quantized.kl
     assert kl[True] < 0.9 * kl[False]  # measured: 0.135 vs 0.162 (ratio 0.83) on these 100 images

@@ -36,17 +36,19 @@ def test_quantize_then_eval_json(quantized, sample_images, tmp_path):
 
 
 def test_percentile_and_weight_observer_options_are_recorded_in_the_checkpoint(tmp_path, deit_checkpoint, sample_images):
-    from vitq.api import load_quantized
+    from vitq.pipeline.checkpoint import load_quantized
 
     out = tmp_path / "p.pt"
     result = CliRunner().invoke(main, ["quantize", MODEL, str(out), "--checkpoint", str(deit_checkpoint), "--data",
-                                       str(sample_images), "--method", "percentile", "--percentile", "99.5",
-                                       "--weight-observer", "mse", "--calib-size", "8",
+                                       str(sample_images), "--method", "percentile", "--set", "percentile=99.5",
+                                       "--set", "weight_observer=mse", "--calib-size", "8",
                                        "--override", 'blocks.*.mlp.fc2.input_quant={"bits": 8}'])
     assert result.exit_code == 0, result.output
-    model, meta = load_quantized(out)
-    assert meta["config"].percentile == 99.5 and meta["config"].weight_observer == "mse"
-    assert meta["config"].overrides == {"blocks.*.mlp.fc2.input_quant": {"bits": 8}}
+    qm = load_quantized(out)
+    model, fmt = qm.model, qm.recipe.format
+    assert fmt.percentile == 99.5 and fmt.weight_observer == "mse"
+    assert "format.percentile" not in qm.recipe.derived and "format.weight_observer" not in qm.recipe.derived
+    assert fmt.overrides == {"blocks.*.mlp.fc2.input_quant": {"bits": 8}}
     assert model.blocks[3].mlp.fc2.input_quant.bits == 8
     assert model.blocks[0].attn.qkv.weight_quant.observer_name == "mse"
     assert model.blocks[0].attn.qkv.input_quant.observer_name == "percentile"
@@ -150,17 +152,17 @@ def test_hybrid_qhyvit_on_cifar_archives(tmp_path, cifar_checkpoint):
     ckpt = cifar_checkpoint(tmp_path / "mvit.safetensors")
     out = tmp_path / "q.pt"
     result = CliRunner().invoke(main, ["quantize", "mobilevit_xxs", str(out), "--checkpoint", str(ckpt), "--data",
-                                       str(test_tar), "--bits", "W6A6", "--method", "qhyvit", "--recon-preset", "ci",
-                                       "--iters", "2", "--recon-units", "stages.2.0..stages.2.1", "--calib-size", "8",
-                                       "--per-tensor-activations"])
+                                       str(test_tar), "--bits", "W6A6", "--method", "qhyvit", "--set", "recon_preset=ci",
+                                       "--set", "iters=2", "--set", "units=stages.2.0..stages.2.1", "--calib-size", "8",
+                                       "--set", "per_channel_activations=false"])
     assert result.exit_code == 0, result.output
-    from vitq.api import load_quantized
+    from vitq.pipeline.checkpoint import load_quantized
 
     assert "relative MSE" in result.output
-    qmodel, header = load_quantized(out)
-    losses = header["meta"]["recon_losses"]
+    qm = load_quantized(out)
+    qmodel, losses = qm.model, qm.meta["recon_losses"]
     assert losses["method"] == "qhyvit" and [lv["units"] for lv in losses["levels"]] == [1]  # one bridge unit
-    assert header["config"].recon["per_channel_activations"] is False
+    assert qm.recipe.recon.per_channel_activations is False
     assert not any(getattr(q, "per_channel", False) for n, q in qmodel.named_modules() if n.endswith("input_quant"))
     result = CliRunner().invoke(main, ["eval", str(out), "--data", str(test_tar), "--json"])
     assert result.exit_code == 0, result.output
@@ -175,7 +177,48 @@ def test_hybrid_unknown_bridge_unit_lists_units(tmp_path, cifar_checkpoint):
     data = make_cifar(tmp_path, "train", 4)
     result = CliRunner().invoke(main, ["quantize", "mobilevit_xxs", str(tmp_path / "q.pt"), "--checkpoint",
                                        str(cifar_checkpoint(tmp_path / "m.safetensors")), "--data", str(data),
-                                       "--method", "qhyvit", "--recon-units", "stages.9"])
+                                       "--method", "qhyvit", "--set", "units=stages.9"])
     assert result.exit_code == 1 and "unknown unit(s) ['stages.9']" in result.output
     assert "stages.2.0..stages.2.1" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "q.pt").exists()
+
+
+def test_inapplicable_setting_is_one_line_error_naming_what_applies(tmp_path):
+    msg = run_error(["quantize", MODEL, str(tmp_path / "o.pt"), "--method", "percentile", "--set", "iters=90"], tmp_path)
+    assert msg.startswith("Error: setting iters does not apply to percentile; percentile (calibration) takes: ")
+    assert "softmax_quantizer" in msg and "bias_correction" in msg
+    msg = run_error(["quantize", MODEL, str(tmp_path / "o.pt"), "--preset", "w4a4-brecq-fast", "--set", "pos=joint"], tmp_path)
+    assert "setting pos does not apply to brecq" in msg and "iters" in msg
+    msg = run_error(["quantize", MODEL, str(tmp_path / "o.pt"), "--set", "iterz=3"], tmp_path)
+    assert "unknown setting iterz" in msg
+    msg = run_error(["quantize", MODEL, str(tmp_path / "o.pt"), "--preset", "w5a5"], tmp_path)
+    assert "unknown recipe preset 'w5a5'; choose one of: w8a8" in msg
+
+
+def test_quantize_help_fits_one_screen_and_every_option_has_help():
+    import click
+
+    command = main.get_command(click.Context(main), "quantize")
+    options = [p for p in command.params if isinstance(p, click.Option)]
+    assert len(options) + 1 <= 15, [o.name for o in options]  # + --help
+    for name in main.list_commands(click.Context(main)):
+        for param in main.get_command(click.Context(main), name).params:
+            assert not isinstance(param, click.Option) or param.help, f"vitq {name} {param.name} has no help"
+
+
+def test_recipe_file_round_trips_what_a_checkpoint_records(tmp_path, quantized):
+    from vitq.pipeline.checkpoint import load_quantized
+    from vitq.recipe import load_recipe
+
+    recorded = load_quantized(quantized).recipe
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(recorded.to_dict()))
+    assert load_recipe(path) == recorded
+    yaml_path = tmp_path / "recipe.yaml"
+    yaml_path.write_text("method: pfcr\nbits: W4A4\nrecon:\n  preset: ci\n  iters: 3\n")
+    recipe = load_recipe(yaml_path, settings={"samples": 8})
+    assert (recipe.method, recipe.bits, recipe.recon.preset, recipe.recon.iters, recipe.recon.samples) == ("pfcr", "W4A4", "ci", 3, 8)
+    assert recipe.format.softmax_quantizer == "log2" and "format.softmax_quantizer" in recipe.derived
+    (tmp_path / "bad.yaml").write_text("method: [\n")
+    msg = run_error(["quantize", MODEL, str(tmp_path / "o.pt"), "--recipe", str(tmp_path / "bad.yaml")], tmp_path)
+    assert "cannot parse recipe file" in msg

@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from vitq.api import atomic_write
+from vitq.files import atomic_write
 
 INTERESTING_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512vnni", "avx_vnni", "amx_int8", "fma", "f16c")
 PACKAGES = ("torch", "timm", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "vitq")

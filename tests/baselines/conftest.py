@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import timm
 import torch
 from torch import nn
 
-from vitq.api import quantize
-from vitq.quant.config import QuantConfig
+from vitq.pipeline.quantize import quantize
+from vitq.recipe import make_recipe
 
 MODELS = {
     "deit": ("deit_tiny_patch16_224", {"img_size": 32, "patch_size": 8, "depth": 2, "num_classes": 10}, 32),
@@ -41,7 +42,7 @@ def float_model(key: str) -> tuple[str, nn.Module, list[torch.Tensor]]:
 
 def calibrated(key: str, method: str, bits: int = 4) -> tuple[nn.Module, list[torch.Tensor]]:
     """The model as ``method`` leaves calibration, before its refinement: same implied quantizers,
-    min-max observers (``QuantConfig.with_`` keeps the non-default settings the method implied)."""
+    min-max observers (the recipe keeps the format settings the method implied, minus its refinement)."""
     name, model, batches = float_model(key)
-    config = QuantConfig(w_bits=bits, a_bits=bits, method=method).with_(method="minmax")
-    return quantize(model, name, batches, config, progress=False), batches
+    recipe = replace(make_recipe(f"W{bits}A{bits}", method), method="minmax", calibration="minmax")
+    return quantize(model, name, batches, recipe, progress=False).model, batches

@@ -7,16 +7,16 @@ import torch
 import torch.nn.functional as F
 
 from tests.baselines.conftest import MODELS, calibrated, float_model
-from vitq.api import quantize
 from vitq.baselines import easyquant, ptq4vit
 from vitq.baselines.search import SearchSettings
 from vitq.calibration import calibrate
 from vitq.models.ln_reparam import fold_ln_scales, ln_linear_pairs, per_channel_ln_inputs
 from vitq.models.wrap import wrap_model
-from vitq.quant.config import QuantConfig
+from vitq.pipeline.quantize import quantize
 from vitq.quant.ptf import PTF_MAX_EXPONENT, PowerOfTwoFactorQuantizer
 from vitq.quant.quantizer import LogQuantizer, UniformQuantizer
 from vitq.quant.twin import TwinUniformQuantizer
+from vitq.recipe import make_recipe
 
 SMALL = SearchSettings(n_candidates=4, rounds=1)
 
@@ -51,7 +51,7 @@ def test_ptq4vit_lowers_hessian_weighted_error_with_twin_quantizers(key):
 @pytest.mark.parametrize("key", MODELS)
 def test_fqvit_factors_are_powers_of_two_and_beat_one_scale(key):
     name, model, batches = float_model(key)
-    qmodel = wrap_model(model, name, QuantConfig(w_bits=4, a_bits=4, method="fqvit"))
+    qmodel = wrap_model(model, name, make_recipe("W4A4", "fqvit").format)
     assert per_channel_ln_inputs(qmodel, power_of_two=True) > 0
     calibrate(qmodel, batches, progress=False)
     inputs = {}
@@ -84,7 +84,7 @@ def test_fqvit_factors_are_powers_of_two_and_beat_one_scale(key):
 @pytest.mark.parametrize("key", MODELS)
 def test_fqvit_quantize_uses_log_int_softmax(key):
     name, model, batches = float_model(key)
-    qmodel = quantize(model, name, batches, QuantConfig(w_bits=4, a_bits=4, method="fqvit"), progress=False)
+    qmodel = quantize(model, name, batches, make_recipe("W4A4", "fqvit"), progress=False).model
     logs = [q for q in qmodel.modules() if isinstance(q, LogQuantizer)]
     assert logs and all(q.kind == "log2" and float(q.scale) == 1.0 for q in logs)
     assert not any(isinstance(q, PowerOfTwoFactorQuantizer) for q in qmodel.modules())  # folded to per-tensor

@@ -8,8 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from tests.export.conftest import images
-from vitq.bench.demo import deployment_rows
-from vitq.bench.runner import BenchConfig, benchmark
+from vitq.bench.runner import BenchConfig
 from vitq.bench.targets import resolve_target
 from vitq.bench.variants import DEFAULT_VARIANTS
 from vitq.cli import main
@@ -17,6 +16,9 @@ from vitq.errors import VitqError
 from vitq.export.onnx_export import export_onnx
 from vitq.export.ort_format import convert_to_ort
 from vitq.export.runtime import open_session
+from vitq.pipeline.bench import bench_quantized, deployment_rows
+from vitq.pipeline.quantize import QuantizedModel
+from vitq.recipe import make_recipe
 from vitq.results import write_results
 
 SPEED_KEYS = {"model", "variant", "target", "threads", "batch", "latency_ms_median", "latency_ms_p90", "throughput_ips",
@@ -31,8 +33,9 @@ def labelled(n: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
 @pytest.fixture(scope="module")
 def report(tiny_w8a8, tmp_path_factory):
     config = BenchConfig(target="cpu", threads=(1,), batches=(1, 4), runs=3, large_batch_runs=2, profile_runs=2)
-    return benchmark(tiny_w8a8, "vit_tiny_patch16_224", [images(16)], labelled(16, 5), tmp_path_factory.mktemp("bench"),
-                     config, dataset="random", progress=False)
+    qm = QuantizedModel(tiny_w8a8, "vit_tiny_patch16_224", make_recipe("W8A8", "minmax"))
+    return bench_quantized(qm, [images(16)], labelled(16, 5), tmp_path_factory.mktemp("bench"), config, dataset="random",
+                           progress=False)
 
 
 def test_all_variants_side_by_side_with_schema_records(report, tmp_path):
@@ -95,8 +98,8 @@ def test_quantize_static_reader_avoids_empty_final_flush():
     with 'No data is collected'; the reader must hand over a batch count off that multiple."""
     import torch
 
-    from vitq.bench.variants import MAX_INTERMEDIATE_OUTPUTS, _Images
     from vitq.export.onnx_export import INPUT_NAME
+    from vitq.pipeline.variants import MAX_INTERMEDIATE_OUTPUTS, _Images
 
     reader = _Images([torch.zeros(256, 3, 4, 4)])
     batches = list(iter(reader.get_next, None))

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from calib import load_batches, open_split, scan
-from vitq.errors import VitqError
+from calib.errors import DataError
 
 
 def to_tensor(img):
@@ -77,29 +77,29 @@ def test_cifar_archives_calibrate_on_train_evaluate_on_test(tmp_path):
 
 
 def test_missing_empty_and_non_image_folders(tmp_path):
-    with pytest.raises(VitqError, match="not found"):
+    with pytest.raises(DataError, match="not found"):
         open_split(tmp_path / "nope", "calibration", to_tensor)
-    with pytest.raises(VitqError, match="no images found"):
+    with pytest.raises(DataError, match="no images found"):
         open_split(tmp_path, "calibration", to_tensor)
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(VitqError, match="no images found"):
+    with pytest.raises(DataError, match="no images found"):
         open_split(tmp_path, "calibration", to_tensor)
 
 
 def test_undecodable_image_is_reported(tmp_path):
     (tmp_path / "n01440764_tench.JPEG").write_bytes(b"garbage")
     ds = open_split(tmp_path, "calibration", to_tensor)
-    with pytest.raises(VitqError, match="cannot decode image"):
+    with pytest.raises(DataError, match="cannot decode image"):
         ds[0]
 
 
 def test_wrongly_named_file_in_wnid_folder(tmp_path):
     write_jpeg(tmp_path / "holiday.jpg")
-    with pytest.raises(VitqError, match="not named <wnid>_<name>"):
+    with pytest.raises(DataError, match="not named <wnid>_<name>"):
         open_split(tmp_path, "calibration", to_tensor)
 
 
 def test_evaluation_split_with_zero_images(tmp_path):
     write_jpeg(tmp_path / "n01440764_tench.JPEG")  # class 0 -> calibration only
-    with pytest.raises(VitqError, match="evaluation split .* has zero images"):
+    with pytest.raises(DataError, match="evaluation split .* has zero images"):
         open_split(tmp_path, "evaluation", to_tensor)

@@ -5,8 +5,8 @@ import pytest
 import timm
 import torch
 
-from vitq.api import quantize
-from vitq.quant.config import QuantConfig
+from vitq.pipeline.quantize import QuantizedModel, quantize
+from vitq.recipe import Recipe, make_recipe
 
 TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 48, "depth": 2, "num_heads": 3, "num_classes": 10}
 
@@ -22,10 +22,17 @@ def images(n: int, seed: int = 1) -> torch.Tensor:
     return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
 
 
-def quantized_tiny_vit(config: QuantConfig) -> torch.nn.Module:
-    return quantize(tiny_vit(), "vit_tiny_patch16_224", [images(16)], config, progress=False)
+def quantize_tiny_vit(recipe: Recipe) -> QuantizedModel:
+    """The tiny ViT quantized by ``recipe``, with the spec that rebuilds its shape from a checkpoint."""
+    qm = quantize(tiny_vit(), "vit_tiny_patch16_224", [images(16)], recipe, progress=False)
+    qm.spec = {"model": "vit_tiny_patch16_224", "kwargs": TINY}
+    return qm
+
+
+def quantized_tiny_vit(recipe: Recipe) -> torch.nn.Module:
+    return quantize_tiny_vit(recipe).model
 
 
 @pytest.fixture(scope="session")
 def tiny_w8a8() -> torch.nn.Module:
-    return quantized_tiny_vit(QuantConfig(w_bits=8, a_bits=8, method="minmax"))
+    return quantized_tiny_vit(make_recipe("W8A8", "minmax"))

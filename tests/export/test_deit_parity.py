@@ -6,13 +6,13 @@ import pytest
 from calib.datasets import open_split
 from calib.loaders import images_only, load_batches
 from calib.transforms import eval_transform
-from vitq.api import quantize
 from vitq.assets import DEMO_MODEL, demo_checkpoint, demo_images
 from vitq.export.markers import export_reference
 from vitq.export.onnx_export import export_onnx
 from vitq.export.parity import compare
 from vitq.models.loading import create_float_model
-from vitq.quant.config import QuantConfig
+from vitq.pipeline.quantize import quantize
+from vitq.recipe import make_recipe
 
 
 @pytest.mark.slow
@@ -20,7 +20,7 @@ def test_deit_tiny_w8a8_onnxruntime_matches_torch(tmp_path):
     model = create_float_model(DEMO_MODEL, checkpoint=demo_checkpoint())
     transform = eval_transform(model)
     calib = load_batches(open_split(demo_images(), "calibration", transform, limit=32), 32, progress=False)
-    qmodel = quantize(model, DEMO_MODEL, images_only(calib), QuantConfig(method="minmax"), progress=False)
+    qmodel = quantize(model, DEMO_MODEL, images_only(calib), make_recipe("W8A8", "minmax"), progress=False).model
     exported = export_onnx(qmodel, tmp_path / "deit.onnx")
     fp32_mb = 4 * sum(p.numel() for p in model.parameters()) / 1e6
     assert exported.size_mb <= 0.3 * fp32_mb

@@ -15,6 +15,7 @@ from vitq.export.onnx_export import ExportOptions, export_onnx
 from vitq.export.parity import FLOAT_NOISE_SLACK, ParityError, ParityReport, check_parity, compare
 from vitq.models.wrap import wrap_model
 from vitq.quant.config import QuantConfig
+from vitq.recipe import make_recipe
 
 
 def test_w8a8_export_passes_checker_and_parity(tiny_w8a8, tmp_path):
@@ -44,7 +45,7 @@ def test_scales_and_weight_codes_are_exact(tiny_w8a8, tmp_path):
 @pytest.mark.parametrize("bits,container", [("W4A4", "int4"), ("W6A6", "int8"), ("W3A3", "int8")])
 def test_low_bit_exports_pass_parity(bits, container, tmp_path):
     w, a = int(bits[1]), int(bits[3])
-    qmodel = quantized_tiny_vit(QuantConfig(w_bits=w, a_bits=a, method="minmax"))
+    qmodel = quantized_tiny_vit(make_recipe(f"W{w}A{a}", "minmax"))
     exported = export_onnx(qmodel, tmp_path / "m.onnx", ExportOptions(weight_container=container))
     model = onnx.load(str(exported.path))
     onnx.checker.check_model(model, full_check=True)
@@ -65,7 +66,7 @@ def test_s8s8_shift_computes_the_same_values(tiny_w8a8, tmp_path):
 
 
 def test_log2_softmax_quantizer_exports_with_uniform_fallback(tmp_path):
-    qmodel = quantized_tiny_vit(QuantConfig(w_bits=8, a_bits=8, method="minmax", softmax_quantizer="log2"))
+    qmodel = quantized_tiny_vit(make_recipe("W8A8", "minmax", {"softmax_quantizer": "log2"}))
     exported = export_onnx(qmodel, tmp_path / "m.onnx")
     report = compare(exported.path, export_reference(qmodel), [images(16, seed=7)])
     assert report.agreement >= 99.5
@@ -115,13 +116,14 @@ def test_per_channel_activation_exports_as_float_fake_quant(tmp_path):
     """Q-HyViT can choose per-channel activation scales; ORT has no kernel for them, so they become
     float Div/Round/Add/Clip/Sub/Mul that must match torch and must not be fused into an integer MatMul."""
     from vitq.calibration import calibrate
-    from vitq.models.wrap import _set_child, iter_quantizers
+    from vitq.models.wrap import iter_quantizers
     from vitq.quant.layout import Layout, relayout
+    from vitq.quant.modules import set_child
 
-    qmodel = quantized_tiny_vit(QuantConfig(w_bits=8, a_bits=8, method="minmax"))
+    qmodel = quantized_tiny_vit(make_recipe("W8A8", "minmax"))
     for name, q in list(iter_quantizers(qmodel)):
         if name.endswith("mlp.fc1.input_quant"):
-            _set_child(qmodel, name, relayout(q, Layout(False, TINY["embed_dim"], -1)))
+            set_child(qmodel, name, relayout(q, Layout(False, TINY["embed_dim"], -1)))
     calibrate(qmodel, [images(16)], progress=False)
     exported = export_onnx(qmodel, tmp_path / "m.onnx")
     ops = [n.op_type for n in onnx.load(str(exported.path)).graph.node]

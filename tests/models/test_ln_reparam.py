@@ -2,9 +2,9 @@ import timm
 import torch
 
 from vitq.calibration import calibrate, quantization_disabled
-from vitq.models import wrap_model
 from vitq.models.ln_reparam import fold_ln_scales, ln_linear_pairs, per_channel_ln_inputs
-from vitq.quant import QuantConfig
+from vitq.models.wrap import wrap_model
+from vitq.quant.config import QuantConfig
 
 
 def test_fold_keeps_float_function_and_integer_codes():
@@ -15,7 +15,7 @@ def test_fold_keeps_float_function_and_integer_codes():
             if isinstance(m, torch.nn.LayerNorm):
                 m.weight.mul_(torch.logspace(-1, 1, m.weight.numel())[torch.randperm(m.weight.numel())])
                 m.bias.add_(torch.randn_like(m.bias))
-    q = wrap_model(model, name, QuantConfig(w_bits=8, a_bits=4, method="minmax"))
+    q = wrap_model(model, name, QuantConfig(w_bits=8, a_bits=4))
     assert per_channel_ln_inputs(q) == 4  # norm1->qkv and norm2->fc1 in two blocks
     x = torch.randn(4, 3, 224, 224)
     calibrate(q, [x], progress=False)

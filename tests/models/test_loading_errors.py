@@ -3,7 +3,8 @@ import timm
 import torch
 
 from vitq.errors import VitqError
-from vitq.models import create_float_model, family_for
+from vitq.models.families import family_for
+from vitq.models.loading import create_float_model
 
 
 def test_unknown_model_name():

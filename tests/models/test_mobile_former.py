@@ -6,12 +6,12 @@ import timm
 import torch
 from torch import nn
 
-import vitq.models  # noqa: F401  (registers mobile_former_* with timm)
+import vitq.models.mobile_former  # noqa: F401  (registers mobile_former_* with timm)
 from vitq.calibration import quantization_disabled
 from vitq.errors import VitqError
-from vitq.models import wrap_model
 from vitq.models.mobile_former import MobileFormerBlock
-from vitq.quant import QuantConfig
+from vitq.models.wrap import wrap_model
+from vitq.quant.config import QuantConfig
 from vitq.quant.modules import MatMul, QuantMatMul
 
 # Paper (Chen et al., CVPR 2022), ImageNet table: name -> (params in M, MAdds in M at 224 px).

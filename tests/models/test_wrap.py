@@ -6,10 +6,13 @@ from torch import nn
 
 from vitq.calibration import calibrate, quantization_disabled
 from vitq.errors import VitqError
-from vitq.models import create_float_model, float_layers_left, iter_quantizers, wrap_model
-from vitq.models.attention import ATTENTION_MAP
-from vitq.quant import QuantConfig, QuantConv2d, QuantLinear, QuantMatMul
+from vitq.models.families import family_for
+from vitq.models.loading import create_float_model
+from vitq.models.wrap import float_layers_left, iter_quantizers, wrap_model
+from vitq.quant.config import QuantConfig
+from vitq.quant.modules import QuantConv2d, QuantLinear, QuantMatMul
 from vitq.quant.quantizer import LogQuantizer
+from vitq.recipe import make_recipe
 
 MODELS = ["deit_tiny_patch16_224", "vit_small_patch16_224", "swin_tiny_patch4_window7_224"]
 
@@ -22,7 +25,7 @@ def count(model, cls):
 def test_every_linear_conv_and_matmul_is_quantized(name):
     model = timm.create_model(name, pretrained=False).eval()
     n_linear, n_conv = count(model, nn.Linear), count(model, nn.Conv2d)
-    n_attn = sum(type(m) in ATTENTION_MAP for m in model.modules())
+    n_attn = sum(type(m) in family_for(name).attention() for m in model.modules())
     expected_blocks = {"deit_tiny_patch16_224": 12, "vit_small_patch16_224": 12, "swin_tiny_patch4_window7_224": 12}
     assert n_attn == expected_blocks[name]
     x = torch.randn(1, 3, 224, 224)
@@ -64,8 +67,7 @@ def test_overrides_and_log_softmax():
 
 
 def test_percentile_override_reaches_the_observer():
-    cfg = QuantConfig(w_bits=4, a_bits=4, method="percentile",
-                      overrides={"blocks.*.mlp.fc2.input_quant": {"percentile": 99.0}})
+    cfg = make_recipe("W4A4", "percentile", overrides={"blocks.*.mlp.fc2.input_quant": {"percentile": 99.0}}).format
     q = wrap_model(timm.create_model("deit_tiny_patch16_224"), "deit_tiny_patch16_224", cfg)
     assert q.blocks[5].mlp.fc2.input_quant.observer_kwargs == {"percentile": 99.0}
     assert q.blocks[5].mlp.fc1.input_quant.observer_kwargs == {"percentile": cfg.percentile}
@@ -75,7 +77,7 @@ def test_percentile_override_reaches_the_observer():
 
 def test_calibrated_wrapped_swin_runs_and_differs_from_float():
     name = "swin_tiny_patch4_window7_224"
-    q = wrap_model(timm.create_model(name).eval(), name, QuantConfig(w_bits=4, a_bits=4, method="minmax"))
+    q = wrap_model(timm.create_model(name).eval(), name, QuantConfig(w_bits=4, a_bits=4))
     x = torch.randn(2, 3, 224, 224)
     calibrate(q, [x], progress=False)
     out = q(x)

@@ -15,15 +15,16 @@ from timm.models import efficientformer, efficientformer_v2
 from timm.models.mobilevit import LinearSelfAttention
 from torch import nn
 
-from vitq.api import load_quantized, quantize, save_quantized
 from vitq.calibration import calibrate, quantization_disabled
-from vitq.models import float_layers_left, iter_quantizers, wrap_model
-from vitq.models.attention import ATTENTION_MAP
 from vitq.models.bn_fold import FoldedNorm, fold_batchnorms
-from vitq.models.wrap import SOFTMAX_ATTENTION_SITES
-from vitq.quant import QuantConfig, QuantConv2d, QuantLinear, QuantMatMul
-from vitq.quant.modules import QuantMul
+from vitq.models.families import FAMILIES
+from vitq.models.wrap import SOFTMAX_ATTENTION_SITES, float_layers_left, iter_quantizers, wrap_model
+from vitq.pipeline.checkpoint import load_quantized, save_quantized
+from vitq.pipeline.quantize import quantize
+from vitq.quant.config import QuantConfig
+from vitq.quant.modules import QuantConv2d, QuantLinear, QuantMatMul, QuantMul
 from vitq.quant.quantizer import LogQuantizer, UniformQuantizer
+from vitq.recipe import make_recipe
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class Case:
     px: int
     linear: int
     conv: int
-    attention: int  # attention modules swapped via ATTENTION_MAP
+    attention: int  # attention modules swapped (the family adapters' attention maps)
     matmul: int  # QuantMatMul sites (exact type)
     mul: int  # QuantMul sites
     folded: int  # BatchNorms folded into convs
@@ -53,6 +54,10 @@ CASES = {
     # conv -> BN pairs in ConvBN/stem Sequentials and the head
     "mobile_former_26m": Case({}, 64, linear=100, conv=31, attention=0, matmul=50, mul=0, folded=31, left_float=()),
 }
+
+
+# every family's attention replacements (what wrap_model swaps, family by family)
+ATTENTION_MAP = {k: v for name in FAMILIES.names() for k, v in FAMILIES.get(name).attention().items()}
 
 
 @torch.no_grad()
@@ -90,7 +95,7 @@ def test_hybrid_fully_wrapped_exact_in_float_and_close_at_w8a8(name):
     with torch.no_grad():
         ref = model(x)
 
-    q = wrap_model(model, name, QuantConfig(w_bits=8, a_bits=8, method="minmax"))
+    q = wrap_model(model, name, QuantConfig(w_bits=8, a_bits=8))
     assert count(q, QuantLinear) == case.linear and count(q, QuantConv2d) == case.conv
     assert not any(type(m) in (nn.Linear, nn.Conv2d) or type(m) in ATTENTION_MAP for m in q.modules())
     assert count(q, QuantMatMul) == case.matmul and count(q, QuantMul) == case.mul
@@ -177,7 +182,14 @@ def test_fold_is_exact_per_channel_with_eps_and_keeps_act(eps):
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         ref = block(x)
-    assert fold_batchnorms(block) == ["0.bn", "1.bn"]
+    assert fold_batchnorms(block) == ["0.bn"]  # timm's generic ConvNormAct only; ConvNorm is EfficientFormerV2's
+    block[1] = efficientformer_v2.ConvNorm(6, 5, kernel_size=3, groups=1, bias=True)
+    block[1].bn.eps = eps
+    nontrivial(block[1])
+    with torch.no_grad():
+        block[1].bn.running_var.uniform_(0.05, 0.4)
+        ref = block(x)
+    assert fold_batchnorms(block, FAMILIES.get("efficientformerv2").fold_pairs()) == ["1.bn"]
     assert isinstance(block[0].bn, FoldedNorm) and isinstance(block[0].bn.act, nn.ReLU)
     assert block[0].conv.bias is not None  # created, the BN shift lives there now
     with torch.no_grad():
@@ -201,11 +213,12 @@ def test_conv_then_bn_in_a_sequential_folds_exactly():
 
 def test_save_load_round_trip_mobilevit_xxs(tmp_path):
     name = "mobilevit_xxs"
-    config = QuantConfig(w_bits=8, a_bits=8, method="minmax")
     x = torch.randn(1, 3, 64, 64)
-    q = quantize(nontrivial(timm.create_model(name)), name, [x], config, progress=False)
-    loaded, header = load_quantized(save_quantized(tmp_path / "q.pt", q, name, config))
-    assert header["model_name"] == name and count(loaded, FoldedNorm) == CASES[name].folded
+    qm = quantize(nontrivial(timm.create_model(name)), name, [x], make_recipe("W8A8", "minmax"), progress=False)
+    q = qm.model
+    reloaded = load_quantized(save_quantized(tmp_path / "q.pt", qm))
+    loaded = reloaded.model
+    assert reloaded.model_name == name and count(loaded, FoldedNorm) == CASES[name].folded
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), q(x))
         with quantization_disabled(q), quantization_disabled(loaded):

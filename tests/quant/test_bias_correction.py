@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import torch
 
-from tests.export.conftest import TINY, images, quantized_tiny_vit
-from vitq.api import load_quantized, save_quantized
+from tests.export.conftest import images, quantize_tiny_vit, quantized_tiny_vit
 from vitq.calibration import FloatView, correct_biases
 from vitq.export.markers import export_reference
 from vitq.export.onnx_export import export_onnx
 from vitq.export.parity import compare
-from vitq.quant.config import QuantConfig
+from vitq.pipeline.checkpoint import load_quantized, save_quantized
 from vitq.quant.modules import QuantLinear
+from vitq.recipe import make_recipe
 from vitq.report import setting
 
-CONFIG = QuantConfig(w_bits=4, a_bits=4, method="minmax", bias_correction=True)
+CONFIG = make_recipe("W4A4", "minmax", {"bias_correction": True})
 
 
 def deltas(model: torch.nn.Module) -> list[torch.Tensor]:
@@ -23,7 +23,7 @@ def deltas(model: torch.nn.Module) -> list[torch.Tensor]:
 
 def test_correction_cancels_the_mean_error_and_keeps_the_float_model():
     corrected = quantized_tiny_vit(CONFIG)
-    plain = quantized_tiny_vit(QuantConfig(w_bits=4, a_bits=4, method="minmax"))
+    plain = quantized_tiny_vit(make_recipe("W4A4", "minmax"))
     first = deltas(corrected)
     assert len(first) == sum(1 for m in corrected.modules() if isinstance(m, QuantLinear))
     assert all(d.abs().max() > 0 for d in first)
@@ -38,13 +38,12 @@ def test_correction_cancels_the_mean_error_and_keeps_the_float_model():
 
 
 def test_corrected_checkpoint_reloads_and_exports(tmp_path):
-    qmodel = quantized_tiny_vit(CONFIG)
-    qmodel.vitq_spec = {"model": "vit_tiny_patch16_224", "kwargs": TINY}  # rebuild the tiny shape, not the timm default
-    path = save_quantized(tmp_path / "q.pt", qmodel, "vit_tiny_patch16_224", CONFIG)
-    reloaded, header = load_quantized(path)
+    qm = quantize_tiny_vit(CONFIG)
+    qmodel = qm.model
+    reloaded = load_quantized(save_quantized(tmp_path / "q.pt", qm))
     x = images(4, seed=3)
-    torch.testing.assert_close(reloaded(x), qmodel(x), rtol=0, atol=0)
-    assert header["config"].bias_correction
+    torch.testing.assert_close(reloaded.model(x), qmodel(x), rtol=0, atol=0)
+    assert reloaded.recipe.bias_correction
     exported = export_onnx(qmodel, tmp_path / "m.onnx")
     assert compare(exported.path, export_reference(qmodel), [images(16, seed=7)]).agreement >= 99.5
-    assert "bias-correction" in setting({"config": CONFIG.to_dict()})
+    assert "bias-correction" in setting({"recipe": CONFIG.to_dict()})

@@ -4,6 +4,7 @@ import torch
 from vitq.errors import VitqError
 from vitq.quant.config import QuantConfig, parse_bits
 from vitq.quant.observers import IntRange, make_observer
+from vitq.recipe import Recipe, make_recipe
 
 
 def rows():
@@ -92,50 +93,55 @@ def test_config_roundtrip_and_validation():
     assert cfg.bits == "W4A6"
     assert cfg.override_for("blocks.0.attn.qkv.input_quant") == {"bits": 8}
     assert cfg.override_for("blocks.1.attn.qkv.input_quant") == {}
-    with pytest.raises(VitqError, match="unknown config keys"):
+    with pytest.raises(VitqError, match="unknown format keys"):
         QuantConfig.from_dict({"w_bit": 4})
     with pytest.raises(VitqError, match="unknown keys"):
         QuantConfig(overrides={"*": {"bitz": 4}})
     with pytest.raises(VitqError):
         QuantConfig(w_bits=12)
-
-
-def test_weight_observer_replaces_only_the_weight_observer():
-    assert QuantConfig(method="percentile").observers == ("minmax", "percentile")
-    assert QuantConfig(method="percentile", weight_observer="mse").observers == ("mse", "percentile")
-    assert QuantConfig(method="pfcr", init_method="percentile", weight_observer="mse").observers == ("mse", "percentile")
     with pytest.raises(VitqError, match="weight_observer must be one of"):
         QuantConfig(weight_observer="median")
 
 
-def test_low_bit_recipe_applies_to_percentile_calibration_only():
-    low = QuantConfig(w_bits=4, a_bits=4, method="percentile")
-    assert (low.weight_observer, low.softmax_quantizer, low.percentile) == ("mse", "log2", 99.9)
-    assert low.observers == ("mse", "percentile")
-    recon = QuantConfig(w_bits=3, a_bits=3, method="pfcr")  # starts from percentile calibration
-    assert (recon.weight_observer, recon.softmax_quantizer, recon.percentile) == ("mse", "uniform", 99.5)
-    mixed = QuantConfig(w_bits=4, a_bits=8, method="percentile")
-    assert (mixed.weight_observer, mixed.softmax_quantizer) == ("mse", "uniform")
-    six = QuantConfig(w_bits=6, a_bits=6, method="percentile")
-    assert (six.weight_observer, six.softmax_quantizer, six.observers[0]) == (None, "uniform", "minmax")
-    assert QuantConfig(w_bits=4, a_bits=4, method="minmax").observers == ("minmax", "minmax")
-    assert QuantConfig(w_bits=4, a_bits=4, method="qhyvit").softmax_quantizer == "uniform"  # min-max start
-    explicit = QuantConfig(w_bits=4, a_bits=4, method="percentile", weight_observer="minmax", softmax_quantizer="uniform")
-    assert (explicit.weight_observer, explicit.softmax_quantizer) == ("minmax", "uniform")
-    assert QuantConfig.from_dict(low.to_dict()) == low
+def test_format_is_never_rewritten():
+    """A QuantConfig holds exactly what it was given: defaults that depend on bits come from make_recipe."""
+    cfg = QuantConfig(w_bits=4, a_bits=4)
+    assert (cfg.weight_observer, cfg.softmax_quantizer, cfg.percentile) == ("minmax", "uniform", 99.999)
 
 
-def test_configs_written_before_weight_observer_keep_their_method_observer():
-    old = QuantConfig(w_bits=4, a_bits=4, method="percentile").to_dict()
-    del old["weight_observer"]
-    assert QuantConfig.from_dict(old).observers == ("minmax", "percentile")
+def observers(recipe) -> tuple[str, str]:
+    return recipe.format.weight_observer, recipe.format.activation_observer
+
+
+def test_weight_observer_replaces_only_the_weight_observer():
+    assert observers(make_recipe("W8A8", "percentile")) == ("minmax", "percentile")
+    assert observers(make_recipe("W8A8", "percentile", {"weight_observer": "mse"})) == ("mse", "percentile")
+    assert observers(make_recipe("W8A8", "pfcr", {"calibration": "percentile", "weight_observer": "mse"})) == ("mse", "percentile")
+
+
+def test_low_bit_recipe_applies_to_percentile_calibration_only_and_is_recorded_as_derived():
+    low = make_recipe("W4A4", "percentile")
+    assert (low.format.weight_observer, low.format.softmax_quantizer, low.format.percentile) == ("mse", "log2", 99.9)
+    assert observers(low) == ("mse", "percentile")
+    assert {"format.weight_observer", "format.softmax_quantizer", "format.percentile"} <= set(low.derived)
+    recon = make_recipe("W3A3", "pfcr")  # starts from percentile calibration
+    assert (recon.format.weight_observer, recon.format.softmax_quantizer, recon.format.percentile) == ("mse", "uniform", 99.5)
+    assert recon.derived["calibration"] == "pfcr starts from percentile calibration"
+    mixed = make_recipe("W4A8", "percentile")
+    assert (mixed.format.weight_observer, mixed.format.softmax_quantizer) == ("mse", "uniform")
+    six = make_recipe("W6A6", "percentile")
+    assert (six.format.weight_observer, six.format.softmax_quantizer) == ("minmax", "uniform")
+    assert observers(make_recipe("W4A4", "minmax")) == ("minmax", "minmax")
+    assert make_recipe("W4A4", "qhyvit").format.softmax_quantizer == "uniform"  # min-max start
+    explicit = make_recipe("W4A4", "percentile", {"weight_observer": "minmax", "softmax_quantizer": "uniform"})
+    assert (explicit.format.weight_observer, explicit.format.softmax_quantizer) == ("minmax", "uniform")
+    assert "format.softmax_quantizer" not in explicit.derived
+    assert Recipe.from_dict(low.to_dict()) == low
 
 
 def test_default_percentile_clips_more_at_fewer_bits_and_is_recorded():
-    assert QuantConfig(w_bits=8, a_bits=8).percentile == 99.999
-    assert QuantConfig(w_bits=6, a_bits=6).percentile == 99.9
-    assert QuantConfig(w_bits=4, a_bits=4).percentile == 99.9
-    assert QuantConfig(w_bits=3, a_bits=3).percentile == 99.5
-    explicit = QuantConfig(w_bits=4, a_bits=4, percentile=99.99)
-    assert explicit.percentile == 99.99
-    assert QuantConfig.from_dict(QuantConfig(w_bits=6, a_bits=6).to_dict()).percentile == 99.9
+    assert [make_recipe(b).format.percentile for b in ("W8A8", "W6A6", "W4A4", "W3A3")] == [99.999, 99.9, 99.9, 99.5]
+    explicit = make_recipe("W4A4", settings={"percentile": 99.99})
+    assert explicit.format.percentile == 99.99 and "format.percentile" not in explicit.derived
+    six = make_recipe("W6A6")
+    assert Recipe.from_dict(six.to_dict()).format.percentile == 99.9

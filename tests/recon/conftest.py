@@ -12,11 +12,11 @@ from vitq.quant.config import QuantConfig
 TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2, num_classes=10)
 
 
-def tiny_wrapped(config: QuantConfig, images: torch.Tensor, head_gain: float = 1.0) -> torch.nn.Module:
+def tiny_wrapped(config: QuantConfig, images: torch.Tensor, head_gain: float = 1.0, bias_offsets: bool = False) -> torch.nn.Module:
     """``head_gain`` scales the classifier so the random model's logits are far from uniform."""
     model = timm.create_model("deit_tiny_patch16_224", exportable=True, **TINY_VIT).eval()
     model.head.weight.data.mul_(head_gain)
-    qmodel = wrap_model(model, "deit_tiny_patch16_224", config)
+    qmodel = wrap_model(model, "deit_tiny_patch16_224", config, bias_offsets=bias_offsets)
     calibrate(qmodel, [images], progress=False)
     return qmodel
 

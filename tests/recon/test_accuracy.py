@@ -16,8 +16,8 @@ from calib.loaders import load_batches
 from calib.transforms import eval_transform
 from vitq.assets import DEMO_MODEL
 from vitq.models.loading import create_float_model
-from vitq.quant.config import QuantConfig
-from vitq.workflow import quantize_and_evaluate
+from vitq.pipeline.workflow import quantize_and_evaluate
+from vitq.recipe import make_recipe
 
 EVAL_IMAGES = 100
 # measured (recon_ci.json): pfcr top-1 63.0 / agreement 71.0 / KL 0.541, percentile 60.0 / 66.0 / 0.893
@@ -33,9 +33,9 @@ def test_pfcr_ci_beats_no_reconstruction_w4a4(deit_checkpoint, sample_images):
     calib = load_batches(open_split(sample_images, "calibration", transform), 32, progress=False)
     evaluation = load_batches(open_split(sample_images, "evaluation", transform, limit=EVAL_IMAGES), 32, progress=False)
     runs = {}
-    for method, recon in (("percentile", {}), ("pfcr", {"preset": "ci"})):
-        config = QuantConfig(w_bits=4, a_bits=4, method=method, recon=recon)
-        _, runs[method] = quantize_and_evaluate(model, DEMO_MODEL, config, calib, evaluation, "bundled", progress=False)
+    for method, settings in (("percentile", {}), ("pfcr", {"recon_preset": "ci"})):
+        recipe = make_recipe("W4A4", method, settings, seed=0)
+        _, runs[method] = quantize_and_evaluate(model, DEMO_MODEL, recipe, calib, evaluation, "bundled", progress=False)
     pfcr, calibrated = runs["pfcr"].quantized, runs["percentile"].quantized
     assert pfcr.top1 >= PFCR_TOP1_FLOOR, f"PFCR W4A4 top-1 {pfcr.top1:.1f} below the recorded floor {PFCR_TOP1_FLOOR}"
     assert pfcr.agreement >= calibrated.agreement + MIN_AGREEMENT_GAIN, (

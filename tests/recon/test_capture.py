@@ -35,7 +35,7 @@ def test_recon_capture_io_keeps_the_pre_activation_output():
 
 
 def test_baseline_search_targets_and_gradients_are_pre_activation():
-    model = wrap_model(ConvInplaceAct(), "mobilevit_xxs", QuantConfig(method="minmax"))
+    model = wrap_model(ConvInplaceAct(), "mobilevit_xxs", QuantConfig())
     batches = [torch.randn(4, 3, 8, 8)]
     calibrate(model, batches, progress=False)
     data = capture_layer(model, model.conv, batches, "cpu", with_grad=True)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from vitq.api import load_quantized, quantize, save_quantized
 from vitq.calibration import FloatView
 from vitq.models.loading import create_float_model
-from vitq.quant.config import QuantConfig
+from vitq.pipeline.checkpoint import load_quantized, save_quantized
+from vitq.pipeline.quantize import quantize
+from vitq.recipe import make_recipe
 
 NAME = "deit_tiny_patch16_224"
 
@@ -15,16 +16,17 @@ NAME = "deit_tiny_patch16_224"
 def test_save_load_round_trip(tmp_path):
     model = create_float_model(NAME)
     images = [torch.randn(4, 3, 224, 224)]
-    config = QuantConfig(w_bits=4, a_bits=4, method="pfcr", init_method="minmax",
-                         recon={"preset": "ci", "samples": 4, "iters": 3, "units": ["blocks.0.mlp", "blocks.1", "model"],
-                                "model_iters": 2, "lr_bias": 1e-2})
-    qmodel = quantize(model, NAME, images, config, progress=False)
+    recipe = make_recipe("W4A4", "pfcr", {"calibration": "minmax", "recon_preset": "ci", "samples": 4, "iters": 3,
+                                          "units": ["blocks.0.mlp", "blocks.1", "model"], "model_iters": 2, "lr_bias": 1e-2})
+    qm = quantize(model, NAME, images, recipe, progress=False)
+    qmodel = qm.model
     assert qmodel.head.bias_delta.abs().max() > 0  # learned at the model level, must survive the reload
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(FloatView(qmodel)(x), model.eval()(x), rtol=1e-4, atol=1e-4)
-    path = save_quantized(tmp_path / "q.pt", qmodel, NAME, config)
-    loaded, header = load_quantized(path)
-    assert header["config"] == config
+    path = save_quantized(tmp_path / "q.pt", qm)
+    loaded = load_quantized(path)
+    assert loaded.recipe == recipe
+    assert loaded.recon_losses == qm.recon_losses
     with torch.no_grad():
-        torch.testing.assert_close(loaded(x), qmodel.eval()(x))
+        torch.testing.assert_close(loaded.model(x), qmodel.eval()(x))

@@ -1,28 +1,29 @@
-"""`vitq quantize --method pfcr ...` writes a checkpoint that reloads; bad units fail in one line."""
+"""`vitq quantize --method pfcr --set ...` writes a checkpoint that reloads; bad units fail in one line."""
 from __future__ import annotations
 
 from click.testing import CliRunner
 
-from vitq.api import load_quantized
 from vitq.cli import main
+from vitq.pipeline.checkpoint import load_quantized
 
 
 def quantize_args(deit_checkpoint, tmp_path, units: str) -> list[str]:
     return ["quantize", "deit_tiny_patch16_224", str(tmp_path / "q.pt"), "--checkpoint", str(deit_checkpoint),
-            "--bits", "W4A4", "--method", "pfcr", "--recon-preset", "ci", "--iters", "2", "--recon-units", units,
+            "--bits", "W4A4", "--method", "pfcr", "--set", "recon_preset=ci", "--set", "iters=2", "--set", f"units={units}",
             "--calib-size", "4", "--batch-size", "4"]
 
 
 def test_quantize_pfcr_reloads(deit_checkpoint, tmp_path):
-    args = [*quantize_args(deit_checkpoint, tmp_path, "blocks.0.attn,blocks.11,model"), "--lr-rounding", "0.1",
-            "--model-iters", "2", "--lr-bias", "1e-4"]
+    args = [*quantize_args(deit_checkpoint, tmp_path, "blocks.0.attn,blocks.11,model"), "--set", "lr_rounding=0.1",
+            "--set", "model_iters=2", "--set", "lr_bias=1e-4"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    _, header = load_quantized(tmp_path / "q.pt")
-    assert header["config"].method == "pfcr"
-    assert header["config"].recon == {"preset": "ci", "seed": 0, "iters": 2, "lr_rounding": 0.1, "model_iters": 2, "lr_bias": 1e-4,
-                                      "units": ["blocks.0.attn", "blocks.11", "model"]}
-    assert [lv["level"] for lv in header["meta"]["recon_losses"]["levels"]] == ["fine", "1-block", "model"]
+    recipe = load_quantized(tmp_path / "q.pt").recipe
+    assert recipe.method == "pfcr"
+    recon = recipe.recon
+    assert (recon.preset, recon.seed, recon.iters, recon.lr_rounding, recon.model_iters, recon.lr_bias) == ("ci", 0, 2, 0.1, 2, 1e-4)
+    assert recon.units == ("blocks.0.attn", "blocks.11", "model")
+    assert [lv["level"] for lv in load_quantized(tmp_path / "q.pt").meta["recon_losses"]["levels"]] == ["fine", "1-block", "model"]
 
 
 def test_unknown_unit_is_one_line_error(deit_checkpoint, tmp_path):

@@ -4,29 +4,31 @@ from __future__ import annotations
 import pytest
 
 from vitq.errors import VitqError
-from vitq.quant.config import QuantConfig, recon_config
-from vitq.recon import POS_VARIANTS, RECON_PRESETS, ReconConfig, Stage
+from vitq.recipe import make_recipe
+from vitq.recon.config import POS_VARIANTS, RECON_PRESETS, ReconConfig, Stage
 
 
 def test_presets_and_overrides_round_trip():
-    cfg = recon_config(QuantConfig(w_bits=4, a_bits=4, method="pfcr", recon={"preset": "full", "iters": 7}))
+    cfg = make_recipe("W4A4", "pfcr", {"recon_preset": "full", "iters": 7}).recon
     assert cfg.preset == "full" and cfg.iters == 7 and cfg.samples == 1024 and cfg.augment
     assert ReconConfig.from_dict(cfg.to_dict()) == cfg
     assert set(RECON_PRESETS) >= {"fast", "full"} and len(POS_VARIANTS) >= 3
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"method": "pfcr", "w_bits": 9}, "2..8"),
-    ({"method": "pfcr", "a_bits": 1}, "2..8"),
-    ({"method": "qdrop"}, "available: .*pfcr"),
-    ({"method": "pfcr", "recon": {"preset": "huge"}}, "choose one of: fast"),
-    ({"method": "pfcr", "recon": {"pos": "magic"}}, "POS variant"),
-    ({"method": "pfcr", "recon": {"coarsest": 3}}, "power of two"),
-    ({"method": "brecq", "recon": {"itrs": 3}}, "unknown reconstruction options"),
+@pytest.mark.parametrize(("bits", "method", "settings", "message"), [
+    ("W9A4", "pfcr", {}, "2..8"),
+    ("W4A1", "pfcr", {}, "2..8"),
+    ("W4A4", "qdrop", {}, "unknown method 'qdrop'; choose one of: .*pfcr"),
+    ("W4A4", "pfcr", {"recon_preset": "huge"}, "choose one of: fast"),
+    ("W4A4", "pfcr", {"pos": "magic"}, "POS variant"),
+    ("W4A4", "pfcr", {"coarsest": 3}, "power of two"),
+    ("W4A4", "brecq", {"itrs": 3}, "unknown setting itrs; brecq .reconstruction. takes: .*iters"),
+    ("W4A4", "brecq", {"pos": "joint"}, "setting pos does not apply to brecq"),
+    ("W4A4", "percentile", {"iters": 3}, "setting iters does not apply to percentile"),
 ])
-def test_bad_settings_fail_clearly(kwargs, message):
+def test_bad_settings_fail_clearly(bits, method, settings, message):
     with pytest.raises(VitqError, match=message):
-        QuantConfig(**kwargs)
+        make_recipe(bits, method, settings)
 
 
 def test_bad_stage():

@@ -5,21 +5,33 @@ import pytest
 import torch
 
 from vitq.errors import VitqError
+from vitq.methods import get_method, method_names
+from vitq.models.families import partition_for
+from vitq.models.units import activation_after
 from vitq.quant.config import QuantConfig
-from vitq.recon import LearnedRoundingQuantizer, ReconConfig, reconstruct
-from vitq.recon.engine import activation_after
-from vitq.recon.schedules import METHODS
+from vitq.recipe import make_recipe
+from vitq.recon.config import ReconConfig
+from vitq.recon.engine import Reconstructor, reconstruct
+from vitq.recon.rounding import LearnedRoundingQuantizer
 
 from .conftest import tiny_wrapped
 
 NAME = "deit_tiny_patch16_224"
 CFG = ReconConfig(samples=16, iters=20, batch_size=8, lr_rounding=5e-2)
+MSE_W3A4 = QuantConfig(w_bits=3, a_bits=4, weight_observer="mse", activation_observer="mse")
+
+
+def schedule(method: str):
+    return get_method(method).schedule
+
+
+def recon(qmodel: torch.nn.Module, method: str, images: torch.Tensor, cfg: ReconConfig):
+    return reconstruct(qmodel, partition_for(qmodel, NAME), [images], method, schedule(method), cfg, progress=False)
 
 
 def run(method: str, images: torch.Tensor, cfg: ReconConfig = CFG, head_gain: float = 1.0):
-    qmodel = tiny_wrapped(QuantConfig(w_bits=3, a_bits=4), images, head_gain)
-    report = reconstruct(qmodel, NAME, [images], method, cfg, progress=False)
-    return qmodel, report
+    qmodel = tiny_wrapped(MSE_W3A4, images, head_gain)
+    return qmodel, recon(qmodel, method, images, cfg)
 
 
 @pytest.mark.parametrize("method", ["pfcr", "brecq", "adaround"])
@@ -64,17 +76,14 @@ def test_unknown_unit_is_rejected_with_the_list(images):
 
 
 def test_methods_registered():
-    assert METHODS.names() == ["adaround", "brecq", "pfcr", "qhyvit"]
+    assert method_names("reconstruction") == ["adaround", "brecq", "pfcr", "qhyvit"]
 
 
 @pytest.mark.parametrize("anneal", ["level", "global"])
 def test_anneal_modes_schedule_the_rounding_regularizer(anneal, images):
-    from vitq.recon.engine import Reconstructor
-    from vitq.recon.partition import partition_for
-
-    qmodel = tiny_wrapped(QuantConfig(w_bits=3, a_bits=4), images)
+    qmodel = tiny_wrapped(MSE_W3A4, images)
     cfg = ReconConfig(iters=10, warmup=0.2, beta=(20.0, 2.0), coarsest=2, anneal=anneal)
-    engine = Reconstructor(qmodel, partition_for(qmodel, NAME), METHODS.get("pfcr"), cfg, "cpu", progress=False)
+    engine = Reconstructor(qmodel, partition_for(qmodel, NAME), schedule("pfcr"), cfg, "cpu", progress=False)
     assert len(engine.levels) == 3  # fine, 1 block, 2 blocks
     betas = []
     for engine.level_index in range(3):
@@ -121,12 +130,9 @@ def test_bad_reopen_margin_is_rejected():
 
 
 def test_fisher_weights_follow_what_reaches_the_prediction(images):
-    from vitq.recon.engine import Reconstructor
-    from vitq.recon.partition import partition_for
-
-    qmodel = tiny_wrapped(QuantConfig(w_bits=3, a_bits=4), images)
+    qmodel = tiny_wrapped(MSE_W3A4, images)
     part = partition_for(qmodel, NAME)
-    engine = Reconstructor(qmodel, part, METHODS.get("pfcr"), ReconConfig(loss="fisher"), "cpu", progress=False)
+    engine = Reconstructor(qmodel, part, schedule("pfcr"), ReconConfig(loss="fisher"), "cpu", progress=False)
     y = torch.randn(6, 17, 32, generator=torch.Generator().manual_seed(0))  # 16 patches + class token
     last = engine.output_fisher([], y)  # after the last block only the class token reaches the head
     assert last.shape == y.shape and last[:, 1:].abs().max() == 0 and (last[:, 0] > 0).any()
@@ -167,32 +173,30 @@ def test_model_level_fits_logits_with_activation_steps_only(images):
 def test_model_level_compute_and_headless_partitions(images):
     from dataclasses import replace
 
-    from vitq.recon.engine import Reconstructor
-    from vitq.recon.partition import partition_for
     from vitq.recon.schedules import MODEL
 
     cfg = ReconConfig(iters=10, coarsest=2, model_iters=7)
-    assert METHODS.get("pfcr").levels(cfg, 4) == [0, 1, 2, MODEL]
-    assert [METHODS.get("pfcr").iters(cfg, 4, g) for g in (0, MODEL)] == [10, 7]
-    assert METHODS.get("brecq").iters(cfg, 4, 1) == 3 * 10 + 7  # one whole-model step ~ one step per block
-    qmodel = tiny_wrapped(QuantConfig(w_bits=4, a_bits=4), images)
+    assert schedule("pfcr").levels(cfg, 4) == [0, 1, 2, MODEL]
+    assert [schedule("pfcr").iters(cfg, 4, g) for g in (0, MODEL)] == [10, 7]
+    assert schedule("brecq").iters(cfg, 4, 1) == 3 * 10 + 7  # one whole-model step ~ one step per block
+    qmodel = tiny_wrapped(MSE_W3A4.with_(w_bits=4), images)
     headless = replace(partition_for(qmodel, NAME), head=None)  # e.g. the hybrid families: no model level
-    assert Reconstructor(qmodel, headless, METHODS.get("pfcr"), cfg, "cpu", progress=False).levels == [0, 1, 2]
-    assert Reconstructor(qmodel, headless, METHODS.get("brecq"), cfg, "cpu", progress=False).level_iters == [30]
+    assert Reconstructor(qmodel, headless, schedule("pfcr"), cfg, "cpu", progress=False).levels == [0, 1, 2]
+    assert Reconstructor(qmodel, headless, schedule("brecq"), cfg, "cpu", progress=False).level_iters == [30]
     with pytest.raises(VitqError, match="model_iters >= 0"):
         ReconConfig(model_iters=-1)
 
 
 def test_model_level_learns_bias_offsets_only_when_asked(images):
-    recon = {"preset": "fast", "samples": 16, "iters": 4, "model_iters": 10, "lr_bias": 1e-2}
-    config = QuantConfig(w_bits=3, a_bits=4, method="pfcr", recon=recon)
-    assert config.bias_offsets
-    for off in ({"model_iters": 10, "lr_bias": 0.0}, {"model_iters": 0}):
-        assert not QuantConfig(w_bits=3, a_bits=4, method="pfcr", recon=off).bias_offsets
+    settings = {"recon_preset": "fast", "samples": 16, "iters": 4, "model_iters": 10}
+    recipe = make_recipe("W3A4", "pfcr", {**settings, "lr_bias": 1e-2})
+    assert recipe.bias_offsets
+    for off in ({"model_iters": 10, "lr_bias": 0.0}, {"model_iters": 0, "lr_bias": 0.0}):
+        assert not make_recipe("W3A4", "pfcr", off).bias_offsets
     for baseline in ("brecq", "adaround"):  # they never reach the model level
-        assert not QuantConfig(w_bits=3, a_bits=4, method=baseline, recon=recon).bias_offsets
-    qmodel = tiny_wrapped(config, images, head_gain=100.0)
-    reconstruct(qmodel, NAME, [images], "pfcr", ReconConfig.from_dict(recon), progress=False)
+        assert not make_recipe("W3A4", baseline, settings).bias_offsets
+    qmodel = tiny_wrapped(recipe.format, images, head_gain=100.0, bias_offsets=True)
+    recon(qmodel, "pfcr", images, recipe.recon)
     deltas = {n: m.bias_delta for n, m in qmodel.named_modules() if getattr(m, "bias_delta", None) is not None}
     assert "head" in deltas and all(not d.requires_grad for d in deltas.values())
     assert sum(bool(d.abs().max() > 0) for d in deltas.values()) >= len(deltas) - 1  # the stem's stays zero
@@ -200,7 +204,7 @@ def test_model_level_learns_bias_offsets_only_when_asked(images):
 
 
 def test_layerwise_targets_include_the_activation_a_layer_feeds(images):
-    qmodel = tiny_wrapped(QuantConfig(w_bits=4, a_bits=4, method="adaround"), images)
+    qmodel = tiny_wrapped(make_recipe("W4A4", "adaround").format, images)
     mlp = qmodel.blocks[0].mlp
     assert activation_after(qmodel, "blocks.0.mlp.fc1") is mlp.act
     assert activation_after(qmodel, "blocks.0.mlp.fc2") is None

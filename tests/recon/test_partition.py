@@ -7,11 +7,10 @@ import timm
 import torch
 
 from vitq.calibration import quantization_disabled
-from vitq.errors import VitqError
+from vitq.models.families import partition_for
 from vitq.models.wrap import wrap_model
 from vitq.quant.config import QuantConfig
 from vitq.recon.cache import capture_input
-from vitq.recon.partition import PARTITIONS, partition_for
 
 CASES = [
     ("vit_base_patch16_224", {"img_size": 64}, (1, 3, 64, 64), 12, 0),
@@ -49,10 +48,3 @@ def test_swin_patch_merging_joins_first_block_of_its_stage():
     stage1 = next(u for u in part.units(1) if u.name == "layers.1.blocks.0")
     assert [a.name for a in stage1.atoms][0] == "layers.1.downsample"
     assert [u.name for u in part.units(4)][0] == "layers.0.blocks.0..layers.1.blocks.1"
-
-
-def test_family_without_rule_lists_supported(monkeypatch):
-    monkeypatch.delitem(PARTITIONS._items, "swin")
-    model = timm.create_model("swin_tiny_patch4_window7_224", exportable=True, img_size=128, window_size=4)
-    with pytest.raises(VitqError, match="families with a rule: .*mobilevit.*, vit$"):
-        partition_for(model, "swin_tiny_patch4_window7_224")

@@ -2,21 +2,21 @@
 layout search, and checkpoints that rebuild the chosen layouts."""
 from __future__ import annotations
 
-import pytest
 import timm
 import torch
 from torch import nn
 
-from vitq.api import load_quantized, quantize, save_quantized
-from vitq.errors import VitqError
+from vitq.models.families import partition_for
 from vitq.models.loading import create_float_model
+from vitq.models.mobile_former import pack_map_tokens
 from vitq.models.wrap import iter_quantizers
-from vitq.quant.config import QuantConfig
+from vitq.pipeline.checkpoint import load_quantized, save_quantized
+from vitq.pipeline.quantize import quantize
 from vitq.quant.layout import Layout, layout_of
 from vitq.quant.modules import QuantLinear
 from vitq.quant.quantizer import UniformQuantizer
+from vitq.recipe import make_recipe
 from vitq.recon.layouts import select_layouts
-from vitq.recon.partition import PARTITIONS, pack_map_tokens, partition_for
 
 
 def bridge_unit_names(model_name: str, **kwargs) -> list[str]:
@@ -56,13 +56,6 @@ def test_mobile_former_blocks_run_on_packed_map_and_tokens():
         torch.testing.assert_close(z, pack_map_tokens(*model.blocks(x, tokens)))
 
 
-def test_family_without_partition_rule_lists_supported(monkeypatch):
-    monkeypatch.delitem(PARTITIONS._items, "mobile_former")
-    model = timm.create_model("mobile_former_26m", num_classes=10)
-    with pytest.raises(VitqError, match="no reconstruction partition rule for family 'mobile_former'.*mobilevit"):
-        partition_for(model, "mobile_former_26m")
-
-
 def test_layout_search_picks_per_channel_for_an_outlier_channel():
     """One input channel 200x larger than the rest: a per-tensor 4-bit grid zeroes all the others."""
     torch.manual_seed(0)
@@ -87,16 +80,15 @@ def test_qhyvit_checkpoint_rebuilds_chosen_layouts(tmp_path):
     torch.manual_seed(0)
     model = timm.create_model(name, num_classes=10).eval()
     unit = "stages.2.0..stages.2.1"
-    config = QuantConfig(w_bits=4, a_bits=4, method="qhyvit", init_method="minmax",
-                         recon={"preset": "ci", "samples": 8, "iters": 2, "units": [unit]})
+    recipe = make_recipe("W4A4", "qhyvit", {"calibration": "minmax", "recon_preset": "ci", "samples": 8, "iters": 2, "units": [unit]})
     images = [torch.randn(8, 3, 64, 64)]
-    qmodel = quantize(model, name, images, config, progress=False)
+    qm = quantize(model, name, images, recipe, progress=False)
+    qmodel = qm.model
     changed = [n for n, q in iter_quantizers(qmodel)
                if isinstance(q, UniformQuantizer) and layout_of(q) != Layout(symmetric=False) and "input_quant" in n
                and n.startswith("stages.2.")]
     assert changed, "the search should move at least one activation quantizer of the bridge unit off asym/tensor"
-    path = save_quantized(tmp_path / "q.pt", qmodel, name, config)
-    loaded, _ = load_quantized(path)
+    loaded = load_quantized(save_quantized(tmp_path / "q.pt", qm)).model
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), qmodel.eval()(x))
@@ -106,9 +98,8 @@ def test_checkpoint_of_a_spec_built_model_reloads_at_its_resolution(tmp_path, ci
     """efficientformerv2 at 64 px needs img_size=64 at construction: the quantized checkpoint keeps the spec."""
     name = "efficientformerv2_s0"
     model = create_float_model(name, checkpoint=cifar_checkpoint(tmp_path / "f.safetensors", name, img_size=64))
-    config = QuantConfig(method="minmax")
-    qmodel = quantize(model, name, [torch.randn(4, 3, 64, 64)], config, progress=False)
-    loaded, _ = load_quantized(save_quantized(tmp_path / "q.pt", qmodel, name, config))
+    qm = quantize(model, name, [torch.randn(4, 3, 64, 64)], make_recipe("W8A8", "minmax"), progress=False)
+    loaded = load_quantized(save_quantized(tmp_path / "q.pt", qm)).model
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        torch.testing.assert_close(loaded(x), qmodel.eval()(x))
+        torch.testing.assert_close(loaded(x), qm.model.eval()(x))

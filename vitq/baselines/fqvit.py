@@ -1,7 +1,7 @@
 """FQ-ViT (Lin et al., IJCAI 2022): min-max calibration, Power-of-Two Factor (PTF) for the
 LayerNorm-adjacent activations and Log-Int-Softmax (LIS) for attention probabilities.
 
-Both are wrapping/calibration choices that ``QuantConfig(method="fqvit")`` implies: PTF through
+Both are wrapping/calibration choices that the method declaration (``vitq.methods.fqvit``) implies: PTF through
 ``ln_power_of_two`` (``vitq.quant.ptf``, folded by ``vitq.models.ln_reparam``) and the log2
 softmax quantizer through ``softmax_quantizer``. What is left after calibration is LIS's grid:
 FQ-ViT quantizes the probabilities themselves to ``2^-k`` (softmax never exceeds 1, and an

@@ -1,7 +1,7 @@
 """PTQ4ViT (Yuan et al., ECCV 2022): Hessian-guided layer-wise scale search on twin-uniform quantizers.
 
 The twin-uniform quantizers for post-softmax and post-GELU values are chosen at wrapping time by
-the config (``QuantConfig(method="ptq4vit")`` implies ``softmax_quantizer`` and
+the method declaration (``vitq.methods.ptq4vit``) implies ``softmax_quantizer`` and
 ``post_act_quantizer`` = ``twin_uniform``). The scale search weights each output element's
 squared error by the squared gradient of the task loss w.r.t. that element, the diagonal
 (Fisher) approximation of the Hessian that makes the layer error an estimate of the loss increase.

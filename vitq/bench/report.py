@@ -1,34 +1,26 @@
-"""Human-readable views of a :class:`~vitq.bench.runner.BenchReport`: text tables and markdown."""
+"""Human-readable views of a :class:`~vitq.bench.runner.BenchReport`: text tables and markdown (``vitq.report.tables``)."""
 from __future__ import annotations
 
 from vitq.bench.runner import BenchReport
-from vitq.workflow import format_table
+from vitq.report.tables import markdown_table, text_table
 
 SPEED_COLUMNS = [
     ("variant", "variant"), ("threads", "threads"), ("batch", "batch"), ("latency_ms_median", "median ms"),
     ("latency_ms_p90", "p90 ms"), ("throughput_ips", "img/s"), ("speedup", "speedup"), ("size_mb", "MB"),
 ]
-ACCURACY_COLUMNS = [
+# one row per exported variant (its accuracy in onnxruntime), unlike a quantization run's accuracy columns
+VARIANT_ACCURACY_COLUMNS = [
     ("method", "variant"), ("n_images", "images"), ("top1", "top-1"), ("top5", "top-5"), ("drop", "drop"),
     ("agreement", "agree fp32 %"), ("agreement_with_torch", "agree torch %"), ("size_mb", "MB"),
 ]
 
 
 def speed_table(report: BenchReport) -> str:
-    return format_table(report.speed_records(), SPEED_COLUMNS)
+    return text_table(report.speed_records(), SPEED_COLUMNS)
 
 
 def accuracy_table(report: BenchReport) -> str:
-    return format_table(report.accuracy_records(), ACCURACY_COLUMNS)
-
-
-def _markdown(rows: list[dict], columns: list[tuple[str, str]]) -> str:
-    def cell(v: object) -> str:
-        return f"{v:.2f}" if isinstance(v, float) else ("" if v is None else str(v))
-
-    lines = ["| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(k)) for k, _ in columns) + " |" for r in rows]
-    return "\n".join(lines)
+    return text_table(report.accuracy_records(), VARIANT_ACCURACY_COLUMNS)
 
 
 def markdown(report: BenchReport, command: str, machine: str) -> str:
@@ -42,12 +34,12 @@ def markdown(report: BenchReport, command: str, machine: str) -> str:
         "",
         f"## Accuracy ({report.dataset}, onnxruntime CPU)",
         "",
-        _markdown(report.accuracy_records(), ACCURACY_COLUMNS) if report.accuracy else
+        markdown_table(report.accuracy_records(), VARIANT_ACCURACY_COLUMNS) if report.accuracy else
         "Not measured in this run (measured once per set of files, with the first target).",
         "",
         "## Speed",
         "",
-        _markdown(report.speed_records(), SPEED_COLUMNS),
+        markdown_table(report.speed_records(), SPEED_COLUMNS),
         "",
         "## Variants",
         "",

@@ -1,14 +1,17 @@
-"""One benchmark run: build the variants, check vitq's parity, measure accuracy and speed side by side.
+"""One benchmark run over ONNX files: accuracy and speed of every variant side by side, interleaved.
 
-    report = benchmark(qmodel, "deit_tiny_patch16_224", calib_images, eval_batches, target="cpu", workdir=Path("out"))
+    report = benchmark(variants, eval_batches, BenchConfig(target="cpu"), model="deit_tiny_patch16_224")
     write_results("benchmarks/results/bench_deit_tiny_cpu.json", report.records(), **report.extra())
+
+The files come from ``vitq.pipeline.variants`` (or anywhere); parity against the torch model is
+checked by the caller (``vitq.pipeline.bench``) and only recorded here.
 """
 from __future__ import annotations
 
 import logging
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,22 +20,18 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from calib.loaders import Batch
 from vitq.bench.measure import Accuracy, Latency, accuracy, interleaved_latency, op_profile
 from vitq.bench.targets import Target, resolve_target
-from vitq.bench.variants import DEFAULT_VARIANTS, FLOAT_VARIANTS, FP32, VITQ_S8S8, VITQ_U8S8, Variant, build_variants
+from vitq.bench.variants import DEFAULT_VARIANTS, FLOAT_VARIANTS, FP32, VITQ_U8S8, VITQ_VARIANTS, Variant
 from vitq.errors import VitqError
-from vitq.export.markers import export_reference
 from vitq.export.ort_format import convert_to_ort
-from vitq.export.parity import ParityReport, compare, torch_logits
+from vitq.export.parity import ParityReport
 from vitq.export.runtime import open_session, session_options
 
 log = logging.getLogger(__name__)
-
-VITQ_VARIANTS = (VITQ_U8S8, VITQ_S8S8)
 
 
 @dataclass(frozen=True)
@@ -146,27 +145,30 @@ class _Sessions:
         return session
 
 
-def benchmark(qmodel: nn.Module, model_name: str, calib_images: Sequence[torch.Tensor], eval_batches: Sequence[Batch],
-              workdir: Path, config: BenchConfig = BenchConfig(), dataset: str = "", bits: str = "W8A8",
-              progress: bool = True) -> BenchReport:
-    """Everything side by side in one run; see :class:`BenchConfig`."""
-    target = resolve_target(config.target)
+def check_variants(config: BenchConfig, eval_batches: Sequence[Batch]) -> None:
+    """Fail before any slow work: unknown target or variant names, no evaluation images."""
+    resolve_target(config.target)
     unknown = [v for v in config.variants if v not in DEFAULT_VARIANTS]
     if unknown:
         raise VitqError(f"unknown variant(s) {unknown}; choose from {', '.join(DEFAULT_VARIANTS)}")
     if not eval_batches:
         raise VitqError("benchmark needs evaluation images")
-    say = (lambda msg: tqdm.write(f"bench: {msg}", file=sys.stderr)) if progress else (lambda msg: None)
-    variants = build_variants(qmodel, calib_images, workdir, config.variants, stem=model_name, progress=say)
-    parity = {}
-    if config.accuracy and any(name in variants for name in VITQ_VARIANTS):
-        say("torch fake-quant reference logits")
-        reference = export_reference(qmodel)
-        logits = torch_logits(reference, eval_batches)
-        for name in VITQ_VARIANTS:
-            if name in variants:
-                say(f"parity {name} vs torch fake-quant")
-                parity[name] = compare(variants[name].path, reference, eval_batches, logits)
+
+
+def say_progress(progress: bool) -> Callable[[str], None]:
+    """A one-line status printer above the progress bars (silent without ``progress``)."""
+    return (lambda msg: tqdm.write(f"bench: {msg}", file=sys.stderr)) if progress else (lambda msg: None)
+
+
+def benchmark(variants: dict[str, Variant], eval_batches: Sequence[Batch], config: BenchConfig = BenchConfig(),
+              model: str = "", bits: str = "W8A8", dataset: str = "", parity: dict[str, ParityReport] | None = None,
+              progress: bool = True) -> BenchReport:
+    """Every variant (an ONNX file with its name, ``fp32`` among them) side by side on ``config.target``:
+    onnxruntime accuracy on ``eval_batches``, interleaved latency, optimized-graph op counts and an op
+    profile. ``parity`` reports of the vitq variants against torch are recorded with their accuracy."""
+    check_variants(config, eval_batches)
+    target = resolve_target(config.target)
+    say = say_progress(progress)
     files = {n: v.path for n, v in variants.items()}
     if target.ort_format:
         say("convert to ORT format")
@@ -176,8 +178,8 @@ def benchmark(qmodel: nn.Module, model_name: str, calib_images: Sequence[torch.T
     if config.accuracy:
         say("accuracy")
         acc = accuracy({n: open_session(p, session_options()) for n, p in files.items()}, eval_batches, FP32, progress)
-    report = BenchReport(model_name, bits, dataset, target, variants, {n: p.stat().st_size / 1e6 for n, p in files.items()},
-                         acc, parity)
+    report = BenchReport(model, bits, dataset, target, variants, {n: p.stat().st_size / 1e6 for n, p in files.items()},
+                         acc, dict(parity or {}))
     thread_counts = (target.threads,) if target.threads else config.threads
     for threads in thread_counts:
         live = {n: sessions.make(n, threads) for n in files}

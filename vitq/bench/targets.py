@@ -7,16 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import onnxruntime as ort
-
 from vitq.errors import VitqError
-from vitq.export.runtime import CPU
+from vitq.export.options import CPU, CUDA, TENSORRT, XNNPACK
 from vitq.registry import Registry
 
 TARGETS: Registry[Target] = Registry("bench target")
-XNNPACK = "XnnpackExecutionProvider"
-CUDA = "CUDAExecutionProvider"
-TENSORRT = "TensorrtExecutionProvider"
 GPU_HINT = ("install onnxruntime-gpu in a fresh environment (`pip install -e .[gpu]` after `pip uninstall onnxruntime`; "
             "both wheels together hide the CUDA provider) on a machine with an NVIDIA GPU")
 
@@ -59,6 +54,8 @@ def list_targets() -> list[str]:
 
 def resolve_target(name: str) -> Target:
     """The target with the providers this onnxruntime build really has; raises when it cannot run."""
+    import onnxruntime as ort  # here, not at the top: listing targets must not load onnxruntime
+
     target = TARGETS.get(name)
     available = ort.get_available_providers()
     wanted = [p for p in target.providers if p != CPU]

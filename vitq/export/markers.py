@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from vitq.errors import VitqError
-from vitq.quant.modules import QuantConv2d, QuantLinear
+from vitq.quant.modules import QuantConv2d, QuantLinear, set_child
 from vitq.quant.observers import scale_zero_point
 from vitq.quant.quantizer import LogQuantizer, QParams, Quantizer, UniformQuantizer
 from vitq.quant.twin import TwinUniformQuantizer
@@ -84,11 +84,6 @@ def uniform_fallback(q: LogQuantizer | TwinUniformQuantizer) -> UniformQuantizer
     return u
 
 
-def _set_child(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
-
-
 def check_calibrated(model: nn.Module) -> list[tuple[str, Quantizer]]:
     """The enabled quantizers of ``model``; raises if there are none or one was never calibrated."""
     enabled = [(n, m) for n, m in model.named_modules() if isinstance(m, Quantizer) and m.enabled]
@@ -110,7 +105,7 @@ def export_reference(model: nn.Module) -> nn.Module:
     ref = copy.deepcopy(model).eval()
     for name, module in list(ref.named_modules()):
         if isinstance(module, NON_AFFINE) and module.enabled:
-            _set_child(ref, name, uniform_fallback(module))
+            set_child(ref, name, uniform_fallback(module))
     return ref
 
 
@@ -125,5 +120,5 @@ def mark_quantizers(reference: nn.Module) -> tuple[nn.Module, list[Site]]:
         weight = weights.get(id(q))
         codes = q.to_int(weight.detach()) if weight is not None else None
         sites.append(Site(name, q.qparams(), codes))
-        _set_child(marked, name, ExportMarker(len(sites) - 1))
+        set_child(marked, name, ExportMarker(len(sites) - 1))
     return marked, sites

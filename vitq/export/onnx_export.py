@@ -12,11 +12,12 @@ import torch
 from onnx import version_converter
 from torch import nn
 
-from vitq.api import atomic_write
 from vitq.calibration import quantization_disabled
 from vitq.errors import VitqError
 from vitq.export.markers import MARKER_DOMAIN, ExportMarker, Site, export_reference, mark_quantizers
+from vitq.export.options import ExportOptions
 from vitq.export.qdq import INT4_OPSET, insert_qdq
+from vitq.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -55,19 +56,6 @@ def torch_to_onnx(model: nn.Module, shape: tuple[int, ...], opset: int = DEFAULT
             custom_opsets={MARKER_DOMAIN: 1} if any(isinstance(m, ExportMarker) for m in model.modules()) else None,
         )
     return onnx.load_from_string(buffer.getvalue())
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    """Container choices; none of them changes the computed values.
-
-    ``weight_container="int4"`` packs weights of <= 4 bits two per byte (opset 21; ORT then runs
-    those layers as DQ + float MatMul: smallest file, not fastest). ``activation_type="int8"``
-    shifts unsigned activation grids to signed for S8S8 kernels.
-    """
-
-    weight_container: str = "int8"
-    activation_type: str = "uint8"
 
 
 def build_qdq_model(qmodel: nn.Module, options: ExportOptions = ExportOptions()) -> tuple[onnx.ModelProto, list[Site]]:

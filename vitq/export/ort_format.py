@@ -7,8 +7,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vitq.api import atomic_write
 from vitq.errors import VitqError
+from vitq.files import atomic_write
 
 STYLES = ("Fixed", "Runtime")
 

@@ -28,12 +28,12 @@ import torch
 from torch import nn
 
 from vitq.errors import VitqError
+from vitq.export.options import MIN_AGREEMENT
 from vitq.export.runtime import open_session, run
 from vitq.quant.quantizer import Quantizer
 
 log = logging.getLogger(__name__)
 
-MIN_AGREEMENT = 99.5  # percent of images with the same top-1 class in ORT and the float64 reference
 FLOAT_NOISE_SLACK = 0.5  # points below torch float32's own agreement with float64 that ORT may land
 CODE_TOLERANCE = 1  # a rounding tie may land one code apart
 DIVERGED_FRACTION = 1e-3  # more than this share of codes off by > CODE_TOLERANCE means diverged

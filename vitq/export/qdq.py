@@ -24,9 +24,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from vitq.errors import VitqError
 from vitq.export.markers import MARKER_DOMAIN, MARKER_OP, Site
+from vitq.export.options import ACTIVATION_TYPES, WEIGHT_CONTAINERS
 
 INT4_OPSET = 21
-WEIGHT_CONTAINERS = ("int8", "int4")
 
 
 @dataclass(frozen=True)
@@ -49,9 +49,6 @@ CONTAINERS = {
     "int4": Container(TensorProto.INT4, np.int8, -8, 7),
     "uint4": Container(TensorProto.UINT4, np.uint8, 0, 15),
 }
-
-
-ACTIVATION_TYPES = ("uint8", "int8")
 
 
 def container_for(site: Site, weight_container: str, activation_type: str) -> tuple[Container, int]:

@@ -8,8 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from vitq.errors import VitqError
-
-CPU = "CPUExecutionProvider"
+from vitq.export.options import CPU
 
 
 def session_options(threads: int | None = None, sequential: bool = True, spinning: bool = True,

@@ -1,7 +1,8 @@
 """Attention modules with the two matmuls as visible, quantizable modules.
 
 timm computes attention with fused ``scaled_dot_product_attention`` or with inline ``@``; neither
-exposes the operands. These modules take over a float timm attention module's parameters (same
+exposes the operands. These modules (each family adapter in ``vitq.models.families`` names the ones it
+uses) take over a float timm attention module's parameters (same
 state-dict names) and compute ``softmax(q k^T * scale + bias) v`` through two :class:`QuantMatMul`.
 """
 from __future__ import annotations
@@ -12,7 +13,6 @@ from timm.models.vision_transformer import Attention
 from torch import nn
 
 from vitq.errors import VitqError
-from vitq.models.hybrid_attention import HYBRID_ATTENTION_MAP
 from vitq.quant.modules import QuantMatMul
 
 
@@ -75,9 +75,3 @@ class QuantWindowAttention(nn.Module):
         x = self.av_matmul(attn, v)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B_, N, -1)))
 
-
-ATTENTION_MAP: dict[type[nn.Module], type[nn.Module]] = {
-    Attention: QuantAttention,
-    WindowAttention: QuantWindowAttention,
-    **HYBRID_ATTENTION_MAP,
-}

@@ -7,7 +7,8 @@ undoes. Folding (inference semantics, running statistics) gives one conv with th
     s = gamma / sqrt(running_var + eps)
     W' = W * s (per output channel),  b' = (b - running_mean) * s + beta
 
-Pairs are found from the timm module structures listed in :data:`FOLD_PAIRS`, each checked against
+Pairs are found from module structures (timm's generic ``ConvNormAct`` here, the rest declared by each
+family adapter in ``vitq.models.families``), each checked against
 its ``forward`` (the conv's output goes only into the BN), instead of from registration order or a
 traced forward pass: registration order says nothing about data flow, and a trace would need an
 input size that fixed-resolution models (EfficientFormer) do not expose reliably. A BatchNorm not
@@ -18,26 +19,19 @@ from __future__ import annotations
 
 import torch
 from timm.layers import ConvNormAct
-from timm.models import efficientformer, efficientformer_v2
 from torch import nn
 
-from vitq.models import mobile_former
+from vitq.models.families import FoldPairs
 
-# parent module type -> (conv attribute, BatchNorm attribute) pairs where forward does bn(conv(x))
-FOLD_PAIRS: dict[type[nn.Module], tuple[tuple[str, str], ...]] = {
-    ConvNormAct: (("conv", "bn"),),
-    efficientformer_v2.ConvNorm: (("conv", "bn"),),
-    efficientformer.Stem4: (("conv1", "norm1"), ("conv2", "norm2")),
-    efficientformer.Downsample: (("conv", "norm"),),
-    efficientformer.ConvMlpWithNorm: (("fc1", "norm1"), ("fc2", "norm2")),
-    mobile_former.ClassifierHead: (("conv", "bn"),),
-}
+# parent module type -> (conv attribute, BatchNorm attribute) pairs where forward does bn(conv(x)); timm's
+# generic conv + norm layer, used by several families
+GENERIC_PAIRS: FoldPairs = {ConvNormAct: (("conv", "bn"),)}
 
 
-def _pairs(parent: nn.Module) -> tuple[tuple[str, str], ...]:
+def _pairs(parent: nn.Module, known: FoldPairs) -> tuple[tuple[str, str], ...]:
     """Known pairs of ``parent``; in an ``nn.Sequential`` (whose forward is the chain of its
     children) every Conv2d directly followed by a BatchNorm2d is a pair too."""
-    pairs = FOLD_PAIRS.get(type(parent), ())
+    pairs = known.get(type(parent), ())
     if isinstance(parent, nn.Sequential) and type(parent).forward is nn.Sequential.forward:
         names = list(parent._modules)
         pairs += tuple((a, b) for a, b in zip(names, names[1:])
@@ -78,11 +72,13 @@ def fold_bn_into_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     conv.bias = nn.Parameter((bias * scale + shift).to(conv.weight.dtype))
 
 
-def fold_batchnorms(model: nn.Module) -> list[str]:
-    """Fold every BatchNorm of a known conv -> BN structure into its conv; returns the folded BN names."""
+def fold_batchnorms(model: nn.Module, pairs: FoldPairs | None = None) -> list[str]:
+    """Fold every BatchNorm of a known conv -> BN structure (``GENERIC_PAIRS`` plus a family's ``pairs``)
+    into its conv; returns the folded BN names."""
+    known = {**GENERIC_PAIRS, **(pairs or {})}
     folded = []
     for name, parent in list(model.named_modules()):
-        for conv_attr, bn_attr in _pairs(parent):
+        for conv_attr, bn_attr in _pairs(parent, known):
             conv, bn = getattr(parent, conv_attr), getattr(parent, bn_attr)
             if not _foldable(conv, bn):
                 continue

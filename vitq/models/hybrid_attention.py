@@ -155,10 +155,3 @@ class QuantAttention2dDownsample(_Attention2dBase):
         x = self.av_matmul(attn, v).transpose(2, 3).reshape(x.shape[0], self.dh, *self.resolution2) + v_local
         return self.proj(self.act(x))
 
-
-HYBRID_ATTENTION_MAP: dict[type[nn.Module], type[nn.Module]] = {
-    LinearSelfAttention: QuantLinearSelfAttention,
-    efficientformer.Attention: QuantEfficientFormerAttention,
-    efficientformer_v2.Attention2d: QuantAttention2d,
-    efficientformer_v2.Attention2dDownsample: QuantAttention2dDownsample,
-}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from vitq.errors import VitqError
+from vitq.models import mobile_former  # noqa: F401  (registers mobile_former_* with timm)
 from vitq.models.families import family_for
 
 log = logging.getLogger(__name__)
@@ -23,6 +25,15 @@ STATE_DICT_KEYS = ("state_dict", "model", "model_state", "model_ema", "module")
 # safetensors metadata key for the model spec a vitq training run stores (benchmarks/train_cifar10.py):
 # {"model": timm name, "kwargs": create_model kwargs, "data_config": overrides of the timm data config}
 CHECKPOINT_META_KEY = "vitq.model"
+
+
+_SPECS: weakref.WeakKeyDictionary[nn.Module, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def model_spec(model: nn.Module) -> dict[str, Any] | None:
+    """How :func:`create_float_model` built ``model`` (timm name, ``create_model`` kwargs, data-config
+    overrides), or None for a model made elsewhere."""
+    return _SPECS.get(model)
 
 
 def check_model_name(model_name: str) -> None:
@@ -111,8 +122,8 @@ def create_float_model(
     A checkpoint made by vitq's training script carries its model spec (``create_model`` kwargs such
     as the number of classes and input size, and data-config overrides): the model is built to
     match it, its timm data config is updated so evaluation uses the trained resolution, and the
-    spec is kept as ``model.vitq_spec`` so quantized checkpoints can rebuild the same model
-    (``spec`` passes it back in).
+    spec is kept (:func:`model_spec`) so quantized checkpoints can rebuild the same model (``spec``
+    passes it back in).
     """
     check_model_name(model_name)
     if checkpoint is not None and pretrained:
@@ -135,7 +146,7 @@ def create_float_model(
     if spec.get("data_config"):
         data_config = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["data_config"].items()}
         model.pretrained_cfg = {**model.pretrained_cfg, **data_config}
-    model.vitq_spec = {**spec, "kwargs": kwargs}
+    _SPECS[model] = {**spec, "kwargs": kwargs}
     if checkpoint is not None:
         load_matching(model, read_state_dict(checkpoint), str(checkpoint), model_name)
         log.info("loaded %s from %s", model_name, checkpoint)

@@ -18,6 +18,7 @@ as the authors' released model definitions). No weights fit this code, so ``pret
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -407,3 +408,25 @@ def _entrypoint(name: str):
 
 for _name in MODEL_CFGS:
     globals()[_name] = register_model(_entrypoint(_name))
+
+
+def pack_map_tokens(x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) map + (B, T, D) tokens -> (B, C*H*W + T*D): one tensor for reconstruction caches."""
+    return torch.cat([x.flatten(1), tokens.flatten(1)], dim=1)
+
+
+class PackedMapTokens(nn.Module):
+    """Runs a Mobile-Former block, which maps (map, tokens) -> (map, tokens), on packed tensors, so a block
+    is a reconstruction unit with one input and one output. The map is square (H == W), as in every
+    Mobile-Former input vitq makes."""
+
+    def __init__(self, block: nn.Module, in_channels: int, tokens: tuple[int, int]) -> None:
+        super().__init__()
+        self.block, self.in_channels, self.tokens = block, in_channels, tokens
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        n_tok = self.tokens[0] * self.tokens[1]
+        flat = z[:, :-n_tok]
+        side = math.isqrt(flat.shape[1] // self.in_channels)
+        x = flat.reshape(z.shape[0], self.in_channels, side, side)
+        return pack_map_tokens(*self.block(x, z[:, -n_tok:].reshape(z.shape[0], *self.tokens)))

@@ -11,13 +11,13 @@ from collections.abc import Iterator
 
 from torch import nn
 
-from vitq.models.attention import ATTENTION_MAP
 from vitq.models.bn_fold import fold_batchnorms
 from vitq.models.families import Family, family_for
 from vitq.models.hybrid_attention import ProductSites
+from vitq.models.units import reads_mlp_activation
 from vitq.quant.config import QuantConfig
 from vitq.quant.layout import Layout, layout_of, relayout
-from vitq.quant.modules import MatMul, QuantConv2d, QuantLinear, QuantMatMul
+from vitq.quant.modules import MatMul, QuantConv2d, QuantLinear, QuantMatMul, set_child
 from vitq.quant.quantizer import LogQuantizer, Quantizer, UniformQuantizer
 from vitq.quant.twin import TwinUniformQuantizer
 
@@ -28,7 +28,7 @@ class QuantizerFactory:
     def __init__(self, config: QuantConfig, family: Family) -> None:
         self.config = config
         self.edge_layers = set(family.first) | set(family.last)
-        self.w_observer, self.a_observer = config.observers
+        self.w_observer, self.a_observer = config.weight_observer, config.activation_observer
 
     def _resolve(self, name: str, layer: str, bits: int, observer: str) -> tuple[int, str, bool, dict]:
         """(bits, observer, enabled, observer kwargs) of quantizer ``name`` after policies and overrides."""
@@ -70,19 +70,6 @@ class QuantizerFactory:
         return self._finish(TwinUniformQuantizer(bits, signed=True), enabled)
 
 
-def _after_mlp_activation(model: nn.Module, name: str) -> bool:
-    """Whether Linear ``name`` is ``fc2`` of a timm-style MLP (``fc1 -> act -> fc2``), i.e. reads GELU output."""
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    act = getattr(parent, "act", None)
-    return child == "fc2" and hasattr(parent, "fc1") and isinstance(act, nn.Module) and not isinstance(act, nn.Identity)
-
-
-def _set_child(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
-
-
 # softmax attention's two products: q @ k^T, then probs @ v (operand a is the softmax output)
 SOFTMAX_ATTENTION_SITES: ProductSites = {"qk_matmul": (QuantMatMul, False), "av_matmul": (QuantMatMul, True)}
 
@@ -93,33 +80,35 @@ def _product(factory: QuantizerFactory, name: str, layer: str, cls: type[QuantMa
     return cls(a_quant(f"{name}.a_quant", layer), factory.activation(f"{name}.b_quant", layer))
 
 
-def wrap_model(model: nn.Module, model_name: str, config: QuantConfig) -> nn.Module:
+def wrap_model(model: nn.Module, model_name: str, config: QuantConfig, bias_offsets: bool = False) -> nn.Module:
     """Swap attention, Linear and Conv2d modules for quantized ones; returns the same model object.
 
-    Hybrid (conv + attention) families first fold BatchNorm into the preceding convs, so a
+    The family adapter (``vitq.models.families``) says which attention modules to replace and, for
+    hybrid (conv + attention) families, which BatchNorms to fold into the preceding convs first, so a
     quantized checkpoint's state dict matches what ``wrap_model`` makes of a fresh model.
+    ``bias_offsets``: give every layer a ``bias_delta`` buffer (bias correction, learned biases).
     """
     family = family_for(model_name)
     factory = QuantizerFactory(config, family)
-    if family.hybrid:
-        fold_batchnorms(model)
+    if family.fold_pairs is not None:
+        fold_batchnorms(model, family.fold_pairs())
+    attention = family.attention()
     probability_inputs: set[str] = set()
     for name, module in list(model.named_modules()):
-        quant_cls = ATTENTION_MAP.get(type(module))
+        quant_cls = attention.get(type(module))
         if quant_cls is not None:
             sites = getattr(quant_cls, "product_sites", SOFTMAX_ATTENTION_SITES)
             products = {site: _product(factory, f"{name}.{site}", name, cls, probs) for site, (cls, probs) in sites.items()}
-            _set_child(model, name, quant_cls(module, **products))
+            set_child(model, name, quant_cls(module, **products))
             probability_inputs.update(f"{name}.{child}" for child in getattr(quant_cls, "probability_inputs", ()))
         elif type(module) is MatMul:
-            _set_child(model, name, _product(factory, name, name, QuantMatMul, module.probabilities))
-    bias_offsets = config.bias_offsets  # resolves the reconstruction config: once, not per layer
+            set_child(model, name, _product(factory, name, name, QuantMatMul, module.probabilities))
     for name, module in list(model.named_modules()):
         if type(module) not in (nn.Linear, nn.Conv2d):
             continue
         if name in probability_inputs:
             input_quant = factory.probabilities
-        elif _after_mlp_activation(model, name):
+        elif reads_mlp_activation(model, name):
             input_quant = factory.post_activation
         else:
             input_quant = factory.activation
@@ -130,7 +119,7 @@ def wrap_model(model: nn.Module, model_name: str, config: QuantConfig) -> nn.Mod
         else:
             new = QuantConv2d(module, input_quant(f"{name}.input_quant", name),
                               factory.weight(f"{name}.weight_quant", name, module.out_channels), bias_offsets)
-        _set_child(model, name, new)
+        set_child(model, name, new)
     return model
 
 
@@ -160,4 +149,4 @@ def apply_layouts(model: nn.Module, layouts: dict[str, dict]) -> None:
         layout = Layout(**spec)
         q = quantizers.get(name)
         if isinstance(q, UniformQuantizer) and layout_of(q) != layout:
-            _set_child(model, name, relayout(q, layout))
+            set_child(model, name, relayout(q, layout))

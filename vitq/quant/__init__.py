@@ -1,13 +1,5 @@
-"""Quantizers, observers, quantized layers and configs."""
-from vitq.quant.config import PRESETS, QuantConfig, parse_bits
-from vitq.quant.modules import QuantConv2d, QuantLinear, QuantMatMul
-from vitq.quant.observers import OBSERVERS, IntRange
-from vitq.quant.ptf import PowerOfTwoFactorQuantizer
-from vitq.quant.quantizer import LogQuantizer, QParams, Quantizer, UniformQuantizer, fake_quantize
-from vitq.quant.twin import TwinUniformQuantizer
+"""Quantizers, observers, quantized layers and the number format (``config``: torch-free).
 
-__all__ = [
-    "PRESETS", "QuantConfig", "parse_bits", "QuantConv2d", "QuantLinear", "QuantMatMul", "OBSERVERS",
-    "IntRange", "LogQuantizer", "PowerOfTwoFactorQuantizer", "QParams", "Quantizer", "TwinUniformQuantizer",
-    "UniformQuantizer", "fake_quantize",
-]
+Import from the submodules (``vitq.quant.config``, ``vitq.quant.quantizer``, ...): this package
+imports nothing itself, so reading a config does not load torch.
+"""

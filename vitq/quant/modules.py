@@ -9,6 +9,12 @@ from torch import nn
 from vitq.quant.quantizer import Quantizer
 
 
+def set_child(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Replace the submodule at dotted path ``name`` (how wrapping and export swap layers)."""
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
 class _QuantWeightLayer(nn.Module):
     """What QuantLinear and QuantConv2d share: the float layer's weight and bias under their own
     names, and an optional ``bias_delta`` (bias correction, ``vitq.calibration.correct_biases``)

@@ -13,15 +13,8 @@ import torch
 from torch import nn
 
 from vitq.errors import VitqError
+from vitq.quant.config import check_bits
 from vitq.quant.observers import IntRange, Observer, make_observer
-
-SUPPORTED_BITS = range(2, 9)
-
-
-def check_bits(bits: int, what: str = "bit-width") -> int:
-    if not isinstance(bits, int) or bits not in SUPPORTED_BITS:
-        raise VitqError(f"{what} must be an integer in 2..8, got {bits!r}")
-    return bits
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:

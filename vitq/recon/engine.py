@@ -26,14 +26,14 @@ from tqdm import tqdm
 
 from vitq.calibration import quantization_disabled
 from vitq.errors import VitqError
+from vitq.models.units import Partition, Unit, activation_after, unique_submodules
 from vitq.quant.modules import QuantConv2d, QuantLinear
 from vitq.quant.quantizer import UniformQuantizer
 from vitq.recon.cache import capture_input, capture_io, make_samples, run_batched
 from vitq.recon.config import ReconConfig, Stage
 from vitq.recon.layouts import select_layouts
-from vitq.recon.partition import Partition, Unit, partition_for, unique_submodules
 from vitq.recon.rounding import LearnedRoundingQuantizer, attach_learned_rounding
-from vitq.recon.schedules import BRIDGE, LAYER, METHODS, MODEL, Schedule, level_name
+from vitq.recon.schedules import BRIDGE, LAYER, MODEL, Schedule, level_name
 
 log = logging.getLogger(__name__)
 
@@ -83,20 +83,6 @@ class _Target:
 
 def _layers(modules: Iterable[nn.Module]) -> list[nn.Module]:
     return unique_submodules(modules, lambda m: isinstance(m, (QuantLinear, QuantConv2d)))
-
-
-# layer attribute -> the sibling activation its output goes straight into (timm's Mlp: fc1 -> act)
-ACTIVATION_AFTER = {"fc1": "act"}
-
-
-def activation_after(model: nn.Module, layer_name: str) -> nn.Module | None:
-    """The elementwise activation that ``layer_name`` feeds directly, if any. Layer-wise
-    reconstruction fits ``act(W x)`` there, as AdaRound does, not ``W x``: errors in the
-    pre-activation that GELU squashes (its negative side) must not count as much as the ones it
-    passes on (measured at W4A4: 62.9 % top-1 with it, 60.9 % without; docs/reconstruction.md)."""
-    parent, _, attr = layer_name.rpartition(".")
-    act = getattr(model.get_submodule(parent), ACTIVATION_AFTER.get(attr, ""), None)
-    return act if isinstance(act, nn.Module) else None
 
 
 @torch.no_grad()
@@ -356,11 +342,10 @@ class Reconstructor:
         return losses
 
 
-def reconstruct(model: nn.Module, model_name: str, images: Iterable[torch.Tensor], method: str,
+def reconstruct(model: nn.Module, partition: Partition, images: Iterable[torch.Tensor], method: str, schedule: Schedule,
                 cfg: ReconConfig, device: str = "cpu", progress: bool = True) -> ReconReport:
-    """Reconstruct a wrapped, calibrated model in place with ``method`` (see ``METHODS``)."""
-    schedule = METHODS.get(method)
-    partition = partition_for(model, model_name)
+    """Reconstruct a wrapped, calibrated model in place: ``schedule`` (of the method named ``method``,
+    for the report) over the units its family declares (``partition``)."""
     report = ReconReport(method, cfg)
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)

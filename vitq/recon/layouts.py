@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from vitq.models.units import unique_submodules
 from vitq.quant.layout import Layout, layout_of, relayout
 from vitq.quant.modules import QuantConv2d, QuantLinear, QuantMatMul
 from vitq.quant.quantizer import UniformQuantizer
-from vitq.recon.partition import unique_submodules
 
 SEARCH_SAMPLES = 32
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vitq.recon.config import POS_VARIANTS, ReconConfig, Stage
-from vitq.registry import Registry
 
 LAYER = -1
 BRIDGE = -2
 MODEL = -3
+PROGRESSIVE_ONLY = ("pos", "lr_bias", "anneal", "reopen")
+LAYOUT_ONLY = ("per_channel_activations",)
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class Schedule:
     """``progressive``: levels 0, 1, 2, 4, ... up to ``ReconConfig.coarsest`` (then ``MODEL`` when
     ``ReconConfig.model_iters`` > 0 and the partition has a classifier head) with the POS stages,
     each level starting from the previous one's parameters (PFCR). Otherwise one level at
-    ``granularity`` with all parameters optimized jointly (BRECQ, AdaRound, Q-HyViT).
+    ``granularity`` with all parameters optimized jointly (BRECQ, AdaRound, Q-HyViT; methods are declared in ``vitq.methods``).
     ``select_layouts``: before optimizing a unit, pick each activation quantizer's scheme and
     granularity by reconstruction loss (Q-HyViT, ``vitq.recon.layouts``)."""
 
@@ -42,6 +43,14 @@ class Schedule:
     def stages(self, cfg: ReconConfig) -> tuple[Stage, ...]:
         return cfg.stages if self.progressive else POS_VARIANTS["joint"]
 
+    def inapplicable(self) -> tuple[str, ...]:
+        """``ReconConfig`` fields this schedule ignores (a recipe that sets one is refused): the stage
+        regime, bias learning and annealing across levels exist only for progressive schedules, the
+        layout search's granularity option only where layouts are selected. ``coarsest`` and
+        ``model_iters`` apply to every schedule: they set the compute budget baselines are matched to."""
+        ignored = () if self.progressive else PROGRESSIVE_ONLY
+        return ignored + (() if self.select_layouts else LAYOUT_ONLY)
+
     def learns_biases(self, cfg: ReconConfig) -> bool:
         """Whether the wrapped layers need ``bias_delta`` offsets: only the model level learns them,
         and only a progressive schedule reaches it."""
@@ -54,13 +63,6 @@ class Schedule:
             return cfg.model_iters if granularity == MODEL else cfg.iters
         pfcr = Schedule(progressive=True).levels(cfg, num_blocks, has_head)
         return cfg.iters * len([g for g in pfcr if g != MODEL]) + (cfg.model_iters if MODEL in pfcr else 0)
-
-
-METHODS: Registry[Schedule] = Registry("reconstruction method")
-METHODS.register("pfcr")(Schedule(progressive=True))
-METHODS.register("brecq")(Schedule(progressive=False, granularity=1))
-METHODS.register("adaround")(Schedule(progressive=False, granularity=LAYER))
-METHODS.register("qhyvit")(Schedule(progressive=False, granularity=BRIDGE, select_layouts=True))
 
 
 def level_name(granularity: int) -> str:

@@ -1,0 +1,45 @@
+"""`vitq` command line: every command parses its options, calls the Python API and prints.
+
+Every user mistake surfaces as ``Error: <one line>`` with exit status 1 (no traceback, no partial
+output files). Commands import torch, timm and onnx inside their bodies, so ``vitq --help`` and
+``vitq list`` answer without loading them.
+"""
+from __future__ import annotations
+
+import logging
+
+import click
+
+from vitq.cli.bench import bench_cmd
+from vitq.cli.demo import demo_cmd
+from vitq.cli.evaluate import eval_cmd
+from vitq.cli.export import export_cmd
+from vitq.cli.listing import list_cmd
+from vitq.cli.quantize import quantize_cmd
+from vitq.cli.report import report_cmd
+from vitq.errors import USER_ERRORS
+
+
+class VitqGroup(click.Group):
+    """Turns user errors (``vitq.errors.USER_ERRORS``) into click's one-line ``Error:`` and exit status 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as e:
+            raise click.ClickException(str(e)) from None
+
+
+@click.group(cls=VitqGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="-v for info, -vv for debug logging.")
+def main(verbose: int) -> None:
+    """vitq: post-training quantization of vision transformers, ONNX QDQ export and benchmarking.
+
+    Typical flow: vitq quantize -> vitq eval -> vitq export -> vitq bench (vitq demo runs it all on
+    the bundled DeiT-Tiny). vitq list shows the model families, methods and recipe presets."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+for command in (quantize_cmd, eval_cmd, export_cmd, bench_cmd, demo_cmd, report_cmd, list_cmd):
+    main.add_command(command)

@@ -1,0 +1,42 @@
+"""`vitq eval`: a quantized checkpoint against its own fp32 weights on the evaluation split."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from vitq.cli.options import batch_option, check_device, data_option, data_or_demo, device_option, limit_option, results_option
+
+
+@click.command("eval")
+@click.argument("qcheckpoint", type=click.Path(path_type=Path))
+@data_option
+@limit_option
+@batch_option
+@device_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result record as JSON instead of a table.")
+@results_option
+def eval_cmd(qcheckpoint: Path, data: Path | None, limit: int | None, batch_size: int, device: str, as_json: bool,
+             results_file: Path | None) -> None:
+    """Evaluate a quantized checkpoint against its own fp32 weights on the evaluation split."""
+    device = check_device(device)
+    from calib.datasets import open_split
+    from calib.loaders import load_batches
+    from calib.transforms import eval_transform
+    from vitq.pipeline.checkpoint import load_quantized
+    from vitq.pipeline.workflow import accuracy_table, evaluate_quantized
+    from vitq.results import write_results
+
+    qm = load_quantized(qcheckpoint)
+    data_path = data_or_demo(data)
+    dataset = open_split(data_path, "evaluation", eval_transform(qm.model), limit=limit)
+    batches = load_batches(dataset, batch_size, desc="load evaluation images")
+    record = evaluate_quantized(qm, batches, str(data_path), device).record()
+    if results_file:
+        write_results(results_file, [record])
+    if as_json:
+        click.echo(json.dumps(record, indent=2))
+    else:
+        click.echo(accuracy_table([record]))
+        click.echo(f"left in float: {', '.join(record['float_layers']) or 'nothing'}")

@@ -1,0 +1,70 @@
+"""`vitq quantize`: a float model + calibration images + a recipe -> a reloadable quantized checkpoint."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from vitq.cli.options import batch_option, check_device, data_option, data_or_demo, device_option, seed_everything, seed_option
+
+
+@click.command("quantize")
+@click.argument("model_name")
+@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--preset", default=None, help="A named recipe (`vitq list`), e.g. w4a4-pfcr-fast. Default: w8a8.")
+@click.option("--recipe", "recipe_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A recipe file (.json/.yaml: method, bits, calibration, format, recon), e.g. one a record embeds.")
+@click.option("--bits", default=None, help="WxAy with x, y in 2..8 (overrides the preset / recipe).")
+@click.option("--method", default=None, help="A method (`vitq list`; overrides the preset / recipe).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="A recipe setting, repeatable: format (percentile, softmax_quantizer, first_last, weight_observer, ...), "
+                   "calibration, bias_correction, and for reconstruction methods iters, samples, coarsest, model_iters, "
+                   "lr_rounding, recon_preset, units, ... A key that does not apply to the method is an error listing those that do.")
+@click.option("--override", "overrides", multiple=True, metavar="PATTERN=JSON",
+              help="Per-quantizer setting, repeatable; PATTERN matches quantizer names (fnmatch), JSON keys: enable, "
+                   "bits, observer, percentile. E.g. 'blocks.*.mlp.fc2.input_quant={\"bits\": 8}'.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Local float weights (.safetensors/.pth).")
+@click.option("--pretrained", is_flag=True, help="Download timm hub weights (needs internet; never used by tests).")
+@data_option
+@click.option("--calib-size", type=click.IntRange(min=1), default=None, help="Use at most this many calibration images.")
+@batch_option
+@seed_option
+@device_option
+def quantize_cmd(model_name: str, output: Path, preset: str | None, recipe_file: Path | None, bits: str | None,
+                 method: str | None, settings: tuple[str, ...], overrides: tuple[str, ...], checkpoint: Path | None,
+                 pretrained: bool, data: Path | None, calib_size: int | None, batch_size: int, seed: int, device: str) -> None:
+    """Quantize MODEL_NAME (a timm name) with calibration images and save a reloadable checkpoint to OUTPUT."""
+    from vitq.quant.config import parse_overrides
+    from vitq.recipe import parse_settings, recipe_from_options
+
+    recipe = recipe_from_options(preset, recipe_file, bits, method, parse_settings(settings), parse_overrides(overrides), seed)
+    device = check_device(device)
+
+    from calib.datasets import open_split
+    from calib.loaders import images_only, load_batches
+    from calib.transforms import eval_transform
+    from vitq.models.loading import create_float_model
+    from vitq.pipeline.checkpoint import save_quantized
+    from vitq.pipeline.quantize import quantize
+
+    seed_everything(seed)
+    model = create_float_model(model_name, checkpoint=checkpoint, pretrained=pretrained)
+    data_path = data_or_demo(data)
+    dataset = open_split(data_path, "calibration", eval_transform(model), limit=calib_size)
+    calib = load_batches(dataset, batch_size, desc="load calibration images")
+    qm = quantize(model, model_name, images_only(calib), recipe, device=device, inplace=True)
+    save_quantized(output, qm, {"calibration_images": len(dataset), "data": str(data_path), "seed": seed,
+                                "float_layers": qm.float_layers})
+    for level in (qm.recon_losses or {}).get("levels", []):
+        click.echo(f"{level['level']}: {level['units']} units, relative MSE {level['before']:.4f} -> {level['after']:.4f} "
+                   f"(worst {level['worst_unit']} {level['worst_after']:.4f})")
+    derived = ", ".join(f"{k.split('.')[-1]}={_value(recipe, k)}" for k in recipe.derived)
+    click.echo(f"saved {model_name} {recipe.bits} ({recipe.method}, {len(dataset)} calibration images) to {output}")
+    if derived:
+        click.echo(f"derived: {derived}")
+
+
+def _value(recipe, key: str) -> object:
+    section, _, name = key.rpartition(".")
+    owner = {"": recipe, "format": recipe.format, "recon": recipe.recon}[section]
+    return getattr(owner, name)

@@ -1,0 +1,60 @@
+"""Benchmark a quantized model: build its ONNX variants, check the vitq exports' parity against the
+torch fake-quant model, then hand the files to ``vitq.bench.benchmark``; and the demo's one table."""
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from calib.loaders import Batch
+from vitq.bench.runner import BenchConfig, BenchReport, benchmark, check_variants, say_progress
+from vitq.bench.variants import FP32, FP32_OPT, ORT_STATIC, VITQ_U8S8, VITQ_VARIANTS
+from vitq.export.markers import export_reference
+from vitq.export.parity import ParityReport, compare, torch_logits
+from vitq.pipeline.quantize import QuantizedModel
+from vitq.pipeline.variants import build_variants
+from vitq.report.tables import text_table
+
+DEMO_VARIANTS = (FP32, FP32_OPT, ORT_STATIC, VITQ_U8S8)
+DEMO_COLUMNS = [
+    ("variant", "variant"), ("top1", "top-1"), ("agreement", "agree fp32 %"), ("agreement_with_torch", "agree torch %"),
+    ("latency_ms_median", "ms (1 thread)"), ("speedup", "speedup"), ("size_mb", "MB"),
+]
+
+
+def bench_quantized(qm: QuantizedModel, calib_images: Sequence[torch.Tensor], eval_batches: Sequence[Batch], workdir: Path,
+                    config: BenchConfig | None = None, dataset: str = "", progress: bool = True) -> BenchReport:
+    """fp32, onnxruntime ``quantize_static`` and vitq's exports of ``qm`` side by side (``config``); the
+    files stay in ``workdir``."""
+    config = config or BenchConfig()
+    check_variants(config, eval_batches)
+    say = say_progress(progress)
+    variants = build_variants(qm.model, calib_images, workdir, config.variants, stem=qm.model_name, progress=say)
+    parity: dict[str, ParityReport] = {}
+    if config.accuracy and any(name in variants for name in VITQ_VARIANTS):
+        say("torch fake-quant reference logits")
+        reference = export_reference(qm.model)
+        logits = torch_logits(reference, eval_batches)
+        for name in VITQ_VARIANTS:
+            if name in variants:
+                say(f"parity {name} vs torch fake-quant")
+                parity[name] = compare(variants[name].path, reference, eval_batches, logits)
+    return benchmark(variants, eval_batches, config, model=qm.model_name, bits=qm.recipe.bits, dataset=dataset, parity=parity,
+                     progress=progress)
+
+
+def deployment_rows(report: BenchReport) -> list[dict]:
+    """One row per variant: its accuracy record joined with its batch-1 latency record."""
+    accuracy = {r["method"]: r for r in report.accuracy_records()}
+    return [{**accuracy[r["variant"]], **r} for r in report.speed_records() if r["batch"] == 1]
+
+
+def deployment_table(qm: QuantizedModel, calib_images: Sequence[torch.Tensor], eval_batches: Sequence[Batch],
+                     runs: int = 30, dataset: str = "bundled imagenet-sample") -> tuple[str, BenchReport]:
+    """fp32 vs onnxruntime quantize_static vs vitq W8A8 in onnxruntime: accuracy and 1-thread batch-1 latency."""
+    config = BenchConfig(target="cpu", threads=(1,), batches=(1,), runs=runs, variants=DEMO_VARIANTS, profile_runs=5)
+    with tempfile.TemporaryDirectory(prefix="vitq-demo-") as tmp:
+        report = bench_quantized(qm, calib_images, eval_batches, Path(tmp), config, dataset=dataset)
+    return text_table(deployment_rows(report), DEMO_COLUMNS), report

@@ -1,0 +1,78 @@
+"""Quantize a float model with a recipe: wrap -> calibrate -> (fold LayerNorm) -> refine -> bias
+correction -> reconstruct, in that order for every method (``vitq.methods``).
+
+    model = create_float_model("deit_tiny_patch16_224", checkpoint="deit_tiny.safetensors")
+    qm = quantize(model, "deit_tiny_patch16_224", calib_batches, make_recipe("W4A4", "pfcr"))
+    save_quantized("deit_w4a4.pt", qm)
+"""
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from vitq.calibration import calibrate, correct_biases
+from vitq.models.families import family_for
+from vitq.models.ln_reparam import fold_ln_scales, per_channel_ln_inputs
+from vitq.models.loading import model_spec
+from vitq.models.wrap import float_layers_left, wrap_model
+from vitq.recipe import Recipe
+from vitq.recon.engine import reconstruct
+
+
+@dataclass
+class QuantizedModel:
+    """A wrapped, calibrated (and possibly reconstructed) model with what made it.
+
+    Attributes:
+        model: the fake-quant ``nn.Module`` (quantizers switched off, it is the float model).
+        model_name: timm name.
+        recipe: the resolved recipe.
+        spec: how to rebuild the float architecture (``vitq.models.loading.model_spec``).
+        recon_losses: the reconstruction's per-level losses (``ReconReport.summary``), if it reconstructed.
+        seconds: quantization wall time.
+        meta: anything else worth keeping with a checkpoint (calibration images, data path, ...).
+    """
+
+    model: nn.Module
+    model_name: str
+    recipe: Recipe
+    spec: dict[str, Any] | None = None
+    recon_losses: dict[str, Any] | None = None
+    seconds: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def float_layers(self) -> list[str]:
+        return float_layers_left(self.model)
+
+
+def quantize(model: nn.Module, model_name: str, calib_batches: Iterable[torch.Tensor], recipe: Recipe,
+             device: str = "cpu", progress: bool = True, inplace: bool = False) -> QuantizedModel:
+    """Quantize ``model`` (a float timm model named ``model_name``) as ``recipe`` says, on the calibration
+    images; every method runs the same steps, skipping the hooks it does not have."""
+    start = time.perf_counter()
+    method = recipe.method_spec
+    family = family_for(model_name)
+    spec = model_spec(model)
+    qmodel = wrap_model(model if inplace else copy.deepcopy(model), model_name, recipe.format, bias_offsets=recipe.bias_offsets)
+    calib_batches = list(calib_batches)
+    if recipe.format.ln_reparam:
+        per_channel_ln_inputs(qmodel, power_of_two=recipe.format.ln_power_of_two)
+    calibrate(qmodel, calib_batches, device=device, progress=progress)
+    if recipe.format.ln_reparam:
+        fold_ln_scales(qmodel)
+    if method.refine is not None:
+        method.refine(qmodel, calib_batches, device=device, progress=progress)
+    if recipe.bias_correction:
+        correct_biases(qmodel, calib_batches, device=device, progress=progress)
+    losses = None
+    if method.schedule is not None:
+        losses = reconstruct(qmodel, family.partition(qmodel), calib_batches, method.name, method.schedule, recipe.recon,
+                             device=device, progress=progress).summary()
+    return QuantizedModel(qmodel, model_name, recipe, spec, losses, time.perf_counter() - start)

@@ -1,0 +1,104 @@
+"""Build the model files a benchmark compares from one wrapped model: fp32 (plain and
+transformer-optimized), onnxruntime's ``quantize_static`` on the same fp32 graph and calibration
+images, and vitq's QDQ exports (names in ``vitq.bench.variants``).
+
+Every variant comes from the same wrapped model, so all share weights, input size and graph
+structure; only the quantization differs.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
+from onnxruntime.transformers.optimizer import optimize_model
+from torch import nn
+
+from vitq.bench.variants import DEFAULT_VARIANTS, FP32, FP32_OPT, ORT_STATIC, VITQ_S8S8, VITQ_U8S8, Variant
+from vitq.export.onnx_export import INPUT_NAME, ExportOptions, export_float, export_onnx
+from vitq.files import atomic_write
+
+log = logging.getLogger(__name__)
+
+CALIB_BATCH = 8
+MAX_INTERMEDIATE_OUTPUTS = 4  # onnxruntime calibrator memory bound (CalibMaxIntermediateOutputs)
+
+
+class _Images(CalibrationDataReader):
+    """Feeds calibration images to onnxruntime's calibrator in small batches."""
+
+    def __init__(self, images: Sequence[torch.Tensor]) -> None:
+        x = torch.cat(list(images)).numpy().astype(np.float32)
+        n = max(1, len(x) // CALIB_BATCH)
+        if n > 1 and n % MAX_INTERMEDIATE_OUTPUTS == 0:
+            # onnxruntime 1.32 flushes every MAX_INTERMEDIATE_OUTPUTS batches and then raises "No data is
+            # collected" when the last flush left nothing: keep the batch count off that multiple
+            n -= 1
+        self._batches: Iterator[np.ndarray] = iter(np.array_split(x, n))
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {INPUT_NAME: batch}
+
+
+def transformer_optimized(fp32: Path, out: Path, model: nn.Module) -> Path:
+    """onnxruntime.transformers' ViT fusions (SkipLayerNorm, BiasGelu, Attention where matched)."""
+    blocks = getattr(model, "blocks", None)
+    attn = getattr(blocks[0], "attn", None) if isinstance(blocks, nn.Sequential | nn.ModuleList) and len(blocks) else None
+    heads = int(getattr(attn, "num_heads", 0) or 0)
+    hidden = int(getattr(model, "embed_dim", 0) or 0)
+    optimized = optimize_model(str(fp32), model_type="vit", num_heads=heads, hidden_size=hidden)
+    return atomic_write(out, lambda tmp: optimized.save_model_to_file(str(tmp)))
+
+
+def ort_quantize_static(fp32: Path, out: Path, calib_images: Sequence[torch.Tensor]) -> Path:
+    """onnxruntime's recommended static flow: ``quant_pre_process`` then ``quantize_static`` (QDQ,
+    per-channel int8 weights, uint8 activations, MinMax over the same calibration images, all ops)."""
+    def write(tmp: Path) -> None:
+        pre = tmp.with_suffix(".pre.onnx")
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # onnxruntime's quantizer warns per LayerNorm weight on the root logger
+        try:
+            try:
+                quant_pre_process(str(fp32), str(pre))
+            except Exception:  # noqa: BLE001 - ORT's symbolic shape inference gives up on some graphs
+                log.warning("quant_pre_process: symbolic shape inference failed; retrying without it")
+                quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+            quantize_static(str(pre), str(tmp), _Images(calib_images), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            extra_options={"CalibMaxIntermediateOutputs": MAX_INTERMEDIATE_OUTPUTS})
+        finally:
+            root.setLevel(level)
+            pre.unlink(missing_ok=True)
+    return atomic_write(out, write)
+
+
+def build_variants(qmodel: nn.Module, calib_images: Sequence[torch.Tensor], workdir: Path,
+                   names: Sequence[str] = DEFAULT_VARIANTS, stem: str = "model",
+                   progress: Callable[[str], None] = lambda _: None) -> dict[str, Variant]:
+    """Write every requested variant under ``workdir``; fp32 is always built (the others derive from it)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    fp32 = workdir / f"{stem}-fp32.onnx"
+    progress("export fp32")
+    export_float(qmodel, fp32)
+    out = {FP32: Variant(FP32, fp32, "float32, exported from the same model with quantizers off")}
+    builders: dict[str, tuple[str, Callable[[Path], Path]]] = {
+        FP32_OPT: ("float32 + onnxruntime.transformers ViT fusions", lambda p: transformer_optimized(fp32, p, qmodel)),
+        ORT_STATIC: ("onnxruntime quantize_static: QDQ, per-channel, U8S8, MinMax, all ops",
+                     lambda p: ort_quantize_static(fp32, p, calib_images)),
+        VITQ_U8S8: ("vitq QDQ export, learned scales, uint8 activations x int8 weights (U8S8)",
+                    lambda p: export_onnx(qmodel, p).path),
+        VITQ_S8S8: ("vitq QDQ export, activations shifted to int8 (S8S8), same values",
+                    lambda p: export_onnx(qmodel, p, ExportOptions(activation_type="int8")).path),
+    }
+    for name in names:
+        if name == FP32:
+            continue
+        description, build = builders[name]
+        progress(f"build {name}")
+        out[name] = Variant(name, build(workdir / f"{stem}-{name}.onnx"), description)
+    return out

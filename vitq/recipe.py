@@ -1,0 +1,349 @@
+"""A recipe: the number format, the method, its calibration and refinements, and the reconstruction
+settings, validated once and recorded verbatim in every checkpoint and result record.
+
+    recipe = make_recipe("W4A4", "pfcr", {"iters": 90})             # or preset_recipe("w4a4-pfcr-fast")
+    recipe = load_recipe("my_recipe.yaml")                          # the same keys, from a file
+
+``make_recipe`` is the one place where defaults that depend on the bit-widths or the method are
+filled in; each one it fills is listed in ``Recipe.derived`` with the reason, so a record shows what
+the user chose and what vitq chose. Named presets are plain data (``RECIPE_PRESETS``). This module
+imports no torch.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from vitq.errors import VitqError
+from vitq.methods import Method, get_method, method_names
+from vitq.quant.config import QuantConfig, parse_bits
+from vitq.recon.config import RECON_PRESETS, ReconConfig
+
+# Calibration a reconstruction starts from unless its method or the recipe says otherwise: DeiT-Tiny
+# W4A4, PFCR with 125 samples x 60 iterations: 61.0 % top-1 from percentile (99.9) vs 50.7 % from MSE
+# (benchmarks/results/recon_table_cpu_large*.json)
+DEFAULT_CALIBRATION = "percentile"
+# At or below this many bits percentile calibration switches to the low-bit settings (:func:`low_bit_defaults`)
+LOW_BITS = 4
+FORMAT_KEYS = tuple(k for k in QuantConfig.field_names() if k not in ("w_bits", "a_bits", "overrides"))
+RECIPE_KEYS = ("calibration", "bias_correction")
+RECON_KEYS = tuple(["recon_preset", *(f.name for f in fields(ReconConfig) if f.name not in ("preset", "seed"))])
+
+
+def default_percentile(a_bits: int) -> float:
+    """Clipping percentile of the ``percentile`` observer when none is given.
+
+    Fewer bits make each step coarser, so clipping more of the tail pays. DeiT-Tiny, exact
+    percentiles, 875 evaluation images: W8A8 mean KL to fp32 0.0067 at 99.999 vs 0.0092 at 99.99;
+    W6A6 top-1 77.6 at 99.9 vs 75.9 at 99.99 (baseline_deit_tiny_percentile_exact.json). With the
+    low-bit settings W4A4 61.0 at 99.9 vs 59.2 at 99.5, but W3A3 10.6 at 99.5 vs 6.9 at 99.9
+    (baseline_deit_tiny_lowbit_*.json).
+    """
+    if a_bits >= 8:
+        return 99.999
+    return 99.9 if a_bits >= 4 else 99.5
+
+
+def low_bit_defaults(w_bits: int, a_bits: int) -> dict[str, tuple[str, str]]:
+    """Weight observer and softmax quantizer of percentile calibration at ``LOW_BITS`` and below, each
+    with the reason recorded in ``Recipe.derived``.
+
+    DeiT-Tiny, 875 evaluation images (benchmarks/results/baseline_deit_tiny_lowbit_*.json,
+    recon_lowbit_log2_w3a3.json): MSE-searched weight scales are what lets W3A3 reconstruct at all;
+    the log2 softmax quantizer lifts W4A4 without reconstruction from 50.9 (uniform) to 59.2 top-1,
+    but at 3 bits its 8 levels reconstruct worse than the uniform grid (PFCR 31.4 vs 35.0), so 3-bit
+    activations keep ``uniform``.
+    """
+    defaults = {}
+    if w_bits <= LOW_BITS:
+        defaults["weight_observer"] = ("mse", f"percentile calibration at <= {LOW_BITS}-bit weights")
+    if a_bits == LOW_BITS:
+        defaults["softmax_quantizer"] = ("log2", f"percentile calibration at {LOW_BITS}-bit activations")
+    return defaults
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that decides a quantized model, resolved (no field left for later to fill in).
+
+    Attributes:
+        method: a ``vitq.methods`` name.
+        calibration: the calibration method whose observers set the initial scales.
+        format: the number format (``vitq.quant.config.QuantConfig``).
+        bias_correction: after calibration (and a baseline's search), cancel each quantized layer's
+            mean output error on the calibration images through its bias (``vitq.calibration.correct_biases``).
+        recon: reconstruction settings, for a method with a schedule (else ``None``).
+        name: the preset this recipe came from, if any.
+        derived: ``{key: reason}`` for every value ``make_recipe`` chose rather than the user.
+    """
+
+    method: str
+    calibration: str
+    format: QuantConfig
+    bias_correction: bool = False
+    recon: ReconConfig | None = None
+    name: str | None = None
+    derived: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def bits(self) -> str:
+        return self.format.bits
+
+    @property
+    def method_spec(self) -> Method:
+        return get_method(self.method)
+
+    @property
+    def reconstructs(self) -> bool:
+        return self.recon is not None
+
+    @property
+    def bias_offsets(self) -> bool:
+        """Whether wrapped layers carry a ``bias_delta``: bias correction sets it, PFCR's model level
+        can learn it (``ReconConfig.lr_bias``); baselines never do."""
+        schedule = self.method_spec.schedule
+        return self.bias_correction or (self.recon is not None and schedule is not None and schedule.learns_biases(self.recon))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "method": self.method, "bits": self.bits, "calibration": self.calibration,
+                "bias_correction": self.bias_correction, "format": self.format.to_dict(),
+                "recon": self.recon.to_dict() if self.recon else None, "derived": dict(self.derived)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
+        """The inverse of :meth:`to_dict`, also the recipe-file format: ``method``, ``bits`` (or ``w_bits`` /
+        ``a_bits`` in ``format``), optional ``calibration``, ``bias_correction``, ``format`` (QuantConfig
+        fields), ``recon`` (ReconConfig fields, ``preset`` naming a reconstruction preset) and ``name``."""
+        if not isinstance(data, Mapping):
+            raise VitqError(f"a recipe must be an object, got {type(data).__name__}")
+        known = {"name", "method", "bits", "calibration", "bias_correction", "format", "recon", "derived"}
+        unknown = set(data) - known
+        if unknown:
+            raise VitqError(f"unknown recipe keys {sorted(unknown)}; known: {sorted(known)}")
+        fmt = dict(data.get("format") or {})
+        bits = data.get("bits") or f"W{fmt.get('w_bits', 8)}A{fmt.get('a_bits', 8)}"
+        fmt.pop("w_bits", None), fmt.pop("a_bits", None)
+        overrides = fmt.pop("overrides", None) or {}
+        settings: dict[str, Any] = {**fmt, **{k: data[k] for k in RECIPE_KEYS if k in data}}
+        recon = dict(data.get("recon") or {})
+        seed = recon.pop("seed", None)
+        if "preset" in recon:
+            settings["recon_preset"] = recon.pop("preset")
+        settings.update(_differing(recon, settings.get("recon_preset")))
+        stored = data.get("derived") or {}
+        settings = {k: v for k, v in settings.items() if _path(k) not in stored}  # derived values are re-derived
+        method = data.get("method", "percentile")
+        spec = get_method(method)
+        if not spec.reconstructs and settings.get("calibration") in (method, spec.calibration):
+            del settings["calibration"]  # fixed by the method: recorded, not chosen
+        return make_recipe(bits, method, settings, overrides, name=data.get("name"), seed=seed)
+
+
+def _differing(recon: dict[str, Any], preset: str | None) -> dict[str, Any]:
+    """The reconstruction options that differ from ``preset``'s values (a written recipe lists them all;
+    the ones a schedule ignores are at the preset's value and must not count as set)."""
+    base = RECON_PRESETS.get(preset or "fast")
+    if base is None:
+        return recon
+    same = ReconConfig.from_dict({"preset": preset or "fast"}).to_dict()
+    return {k: v for k, v in recon.items() if k not in same or _plain(same[k]) != _plain(v)}
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple | list) else value
+
+
+def _path(key: str) -> str:
+    """The ``derived`` key of a setting: format fields as ``format.<field>``, recon fields as ``recon.<field>``."""
+    if key in FORMAT_KEYS:
+        return f"format.{key}"
+    if key in RECON_KEYS:
+        return "recon.preset" if key == "recon_preset" else f"recon.{key}"
+    return key
+
+
+def applicable_keys(method: Method) -> list[str]:
+    """The ``--set`` keys that mean something for ``method``."""
+    keys = list(FORMAT_KEYS) + ["bias_correction"]
+    if method.reconstructs:
+        ignored = method.schedule.inapplicable()
+        keys += ["calibration", *(k for k in RECON_KEYS if k not in ignored)]
+    return keys
+
+
+def make_recipe(bits: str = "W8A8", method: str = "percentile", settings: Mapping[str, Any] | None = None,
+                overrides: Mapping[str, Mapping[str, Any]] | None = None, name: str | None = None,
+                seed: int | None = None) -> Recipe:
+    """Validate ``settings`` (flat ``--set`` keys: number-format fields, ``calibration``, ``bias_correction``
+    and, for a reconstruction method, ``ReconConfig`` fields plus ``recon_preset``) for ``method`` and
+    resolve every default, recording each one chosen here in ``Recipe.derived``.
+
+    A key that does not apply to the method is an error naming the keys that do."""
+    spec = get_method(method)
+    settings = dict(settings or {})
+    allowed = applicable_keys(spec)
+    wrong = [k for k in settings if k not in allowed]
+    if wrong:
+        known = FORMAT_KEYS + RECIPE_KEYS + RECON_KEYS
+        unknown = [k for k in wrong if k not in known]
+        what = f"unknown setting {', '.join(unknown)}" if unknown else f"setting {', '.join(wrong)} does not apply to {method}"
+        raise VitqError(f"{what}; {method} ({spec.kind}) takes: {', '.join(allowed)}")
+    w_bits, a_bits = parse_bits(bits)
+    derived: dict[str, str] = {}
+
+    def choose(key: str, value: Any, why: str) -> Any:
+        if key in settings:
+            return settings[key]
+        derived[_path(key)] = why
+        return value
+
+    if spec.observers is not None:
+        calibration = method
+    elif spec.reconstructs:
+        start = spec.calibration or DEFAULT_CALIBRATION
+        calibration = choose("calibration", start, f"{method} starts from {start} calibration")
+    else:
+        calibration = spec.calibration
+    calib_spec = get_method(calibration) if calibration in method_names("calibration") else None
+    if calib_spec is None:
+        raise VitqError(f"calibration must be one of {', '.join(method_names('calibration'))}, got {calibration!r}")
+    weight_obs, act_obs = calib_spec.observers
+    fmt: dict[str, Any] = {"activation_observer": choose("activation_observer", act_obs, f"{calibration} calibration")}
+    low_bit = low_bit_defaults(w_bits, a_bits) if calibration == "percentile" else {}
+    fmt["weight_observer"] = choose("weight_observer", *low_bit.get("weight_observer", (weight_obs, f"{calibration} calibration")))
+    fmt["percentile"] = choose("percentile", default_percentile(a_bits), f"default at {a_bits}-bit activations")
+    for key, value in spec.format_settings.items():
+        fmt[key] = choose(key, value, f"defines {method}")
+    if "softmax_quantizer" in low_bit and "softmax_quantizer" not in fmt:
+        fmt["softmax_quantizer"] = choose("softmax_quantizer", *low_bit["softmax_quantizer"])
+    fmt.update({k: settings[k] for k in FORMAT_KEYS if k in settings})
+    try:
+        qformat = QuantConfig(w_bits=w_bits, a_bits=a_bits, overrides={k: dict(v) for k, v in (overrides or {}).items()}, **fmt)
+    except TypeError as e:
+        raise VitqError(f"bad format setting: {e}") from None
+    recon = None
+    if spec.reconstructs:
+        options = {k: settings[k] for k in RECON_KEYS if k in settings and k != "recon_preset"}
+        preset = choose("recon_preset", spec.recon_preset, f"{method}'s default reconstruction preset")
+        recon = ReconConfig.from_dict({"preset": preset, **options, **({"seed": seed} if seed is not None else {})})
+    bias_correction = settings.get("bias_correction", False)
+    if not isinstance(bias_correction, bool):
+        raise VitqError(f"bias_correction must be true or false, got {bias_correction!r}")
+    return Recipe(method, calibration, qformat, bias_correction, recon, name, derived)
+
+
+# Named recipes as data (``vitq list`` shows them, ``--preset NAME`` picks one): bits, method and the
+# settings that differ from that method's defaults.
+RECIPE_PRESETS: dict[str, dict[str, Any]] = {
+    "w8a8": {"bits": "W8A8", "method": "percentile", "summary": "8-bit, percentile calibration (the deployment default)"},
+    "w6a6": {"bits": "W6A6", "method": "percentile", "summary": "6-bit, percentile calibration"},
+    "w4a4": {"bits": "W4A4", "method": "percentile", "summary": "4-bit calibration only (low-bit settings derived)"},
+    "w3a3": {"bits": "W3A3", "method": "percentile", "summary": "3-bit calibration only (low-bit settings derived)"},
+    "w6a6-pfcr-fast": {"bits": "W6A6", "method": "pfcr", "summary": "PFCR, CPU-sized (minutes)"},
+    "w4a4-pfcr-fast": {"bits": "W4A4", "method": "pfcr", "summary": "PFCR, CPU-sized (minutes)"},
+    "w3a3-pfcr-fast": {"bits": "W3A3", "method": "pfcr", "summary": "PFCR, CPU-sized (minutes)"},
+    "w4a4-pfcr-full": {"bits": "W4A4", "method": "pfcr", "settings": {"recon_preset": "full"},
+                       "summary": "PFCR, paper-sized (GPU)"},
+    "w3a3-pfcr-full": {"bits": "W3A3", "method": "pfcr", "settings": {"recon_preset": "full"},
+                       "summary": "PFCR, paper-sized (GPU)"},
+    "w4a4-brecq-fast": {"bits": "W4A4", "method": "brecq", "summary": "BRECQ, CPU-sized (the PFCR baseline)"},
+    "w8a8-qhyvit": {"bits": "W8A8", "method": "qhyvit", "settings": {"recon_preset": "hybrid"},
+                    "summary": "Q-HyViT for hybrid ViTs (MobileViT, EfficientFormer, Mobile-Former)"},
+    "w6a6-qhyvit": {"bits": "W6A6", "method": "qhyvit", "settings": {"recon_preset": "hybrid"},
+                    "summary": "Q-HyViT for hybrid ViTs"},
+    "w4a4-qhyvit": {"bits": "W4A4", "method": "qhyvit", "settings": {"recon_preset": "hybrid"},
+                    "summary": "Q-HyViT for hybrid ViTs"},
+}
+
+
+def preset_recipe(name: str, bits: str | None = None, method: str | None = None, settings: Mapping[str, Any] | None = None,
+                  overrides: Mapping[str, Mapping[str, Any]] | None = None, seed: int | None = None) -> Recipe:
+    """The preset ``name`` with the caller's bits, method and settings on top."""
+    if name not in RECIPE_PRESETS:
+        raise VitqError(f"unknown recipe preset {name!r}; choose one of: {', '.join(RECIPE_PRESETS)}")
+    preset = RECIPE_PRESETS[name]
+    merged = {**preset.get("settings", {}), **(settings or {})}
+    return make_recipe(bits or preset["bits"], method or preset["method"], merged, overrides, name=name, seed=seed)
+
+
+def read_recipe_file(path: str | Path) -> dict[str, Any]:
+    """A recipe file (``.json``, ``.yaml`` or ``.yml``) as a dict, with a one-line error for any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise VitqError(f"recipe file not found: {path}")
+    text = path.read_text()
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as e:  # noqa: BLE001 - any parser error is a malformed file
+        raise VitqError(f"cannot parse recipe file {path}: {str(e).splitlines()[0][:200]}") from None
+    if not isinstance(data, dict):
+        raise VitqError(f"recipe file {path} must hold an object (keys method, bits, format, recon, ...)")
+    return data
+
+
+def load_recipe(path: str | Path, bits: str | None = None, method: str | None = None,
+                settings: Mapping[str, Any] | None = None, overrides: Mapping[str, Mapping[str, Any]] | None = None,
+                seed: int | None = None) -> Recipe:
+    """A recipe file with the caller's bits, method, settings and overrides on top."""
+    base = Recipe.from_dict(read_recipe_file(path))
+    data = base.to_dict()
+    if bits:
+        data["bits"] = bits
+        data["format"] = {k: v for k, v in data["format"].items() if k not in ("w_bits", "a_bits")}
+    if method and method != base.method:
+        data.update(method=method, recon=None)
+    if overrides:
+        data["format"]["overrides"] = {**data["format"]["overrides"], **overrides}
+    for key, value in (settings or {}).items():
+        section = "format" if key in FORMAT_KEYS else "recon" if key in RECON_KEYS else None
+        if section == "recon":
+            data["recon"] = {**(data["recon"] or {}), ("preset" if key == "recon_preset" else key): value}
+        elif section:
+            data[section][key] = value
+        else:
+            data[key] = value
+        data["derived"] = {k: v for k, v in data["derived"].items() if k != _path(key)}
+    if seed is not None and data["recon"]:
+        data["recon"]["seed"] = seed
+    return replace(Recipe.from_dict(data), name=base.name)
+
+
+def parse_settings(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``["iters=90", "bias_correction=true", "units=blocks.0.attn,model"]`` -> typed values: JSON where
+    the value parses as JSON (numbers, true/false, lists), a comma list for ``units``, else the string."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise VitqError(f"--set takes KEY=VALUE, got {pair!r}")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        if key == "units" and isinstance(value, str):
+            value = [u for u in value.split(",") if u]
+        out[key] = value
+    return out
+
+
+def recipe_from_options(preset: str | None = None, recipe_file: str | Path | None = None, bits: str | None = None,
+                        method: str | None = None, settings: Mapping[str, Any] | None = None,
+                        overrides: Mapping[str, Mapping[str, Any]] | None = None, seed: int | None = None) -> Recipe:
+    """The recipe the command line describes: a preset or a recipe file (not both; neither means plain
+    ``make_recipe``), with bits, method, settings and overrides on top."""
+    if preset and recipe_file:
+        raise VitqError("give either --preset or --recipe, not both")
+    if recipe_file:
+        return load_recipe(recipe_file, bits, method, settings, overrides, seed)
+    if preset:
+        return preset_recipe(preset, bits, method, settings, overrides, seed)
+    return make_recipe(bits or "W8A8", method or "percentile", settings, overrides, seed=seed)
