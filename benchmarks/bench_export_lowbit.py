@@ -1,31 +1,39 @@
 """Regenerate benchmarks/results/bench_export_parity.json: DeiT-Tiny exported at several bit-widths,
 onnxruntime vs torch fake-quant parity and file sizes (int8 container vs packed int4 weights).
 
-    python benchmarks/bench_export_lowbit.py --data ../shared/data/imagenet-sample \
-        --checkpoint ../shared/data/weights/deit_tiny_patch16_224.safetensors --bits W8A8,W6A6,W4A4
+    python benchmarks/bench_export_lowbit.py --data ../shared/data/imagenet-sample \\
+        --checkpoint ../shared/data/weights/deit_tiny_patch16_224.safetensors --bits W8A8,W6A6,W4A4 \\
+        --method percentile --out benchmarks/results/bench_export_parity.json
+
+Each bit-width is quantized with ``make_recipe(bits, --method)`` and exported twice: with packed int4
+weights where a weight's grid fits 4 bits (the exporter keeps the others int8) and with every weight
+in an int8 container. Parity is measured on the packed file against the torch fake-quant model, its
+accuracy against the same model with quantizers off (fp32).
 """
 from __future__ import annotations
 
-import argparse
-import shlex
-import sys
+import logging
 import tempfile
 from pathlib import Path
 
+import click
 import torch
 
-from calib import eval_transform, images_only, load_splits
-from vitq.api import quantize
+from calib.loaders import images_only, load_splits
+from calib.transforms import eval_transform
+from vitq.assets import DEMO_MODEL, demo_checkpoint, demo_images
 from vitq.calibration import FloatView
 from vitq.export.markers import export_reference
 from vitq.export.onnx_export import ExportOptions, export_float, export_onnx
 from vitq.export.parity import compare
+from vitq.export.qdq import INT4_OPSET
 from vitq.models.loading import create_float_model
-from vitq.quant.config import QuantConfig, parse_bits
+from vitq.pipeline.quantize import quantize
+from vitq.recipe import make_recipe
+from vitq.report.records import RESULTS_DIR
+from vitq.report.tables import text_table
 from vitq.results import write_results
-from vitq.workflow import format_table
 
-MODEL = "deit_tiny_patch16_224"
 COLUMNS = [("bits", "bits"), ("softmax_quantizer", "softmax q"), ("top1", "ORT top-1"), ("torch_top1", "torch top-1"),
            ("fp32_top1", "fp32 top-1"), ("agreement_with_torch", "agree torch %"),
            ("agreement_with_torch_float64", "agree torch64 %"), ("torch_float32_vs_float64", "torch32 vs 64 %"),
@@ -34,49 +42,54 @@ COLUMNS = [("bits", "bits"), ("softmax_quantizer", "softmax q"), ("top1", "ORT t
            ("size_ratio_vs_fp32", "x fp32")]
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=Path("../shared/data/imagenet-sample"))
-    p.add_argument("--checkpoint", type=Path, default=Path("assets/deit_tiny_patch16_224.safetensors"))
-    p.add_argument("--bits", default="W8A8,W6A6,W4A4")
-    p.add_argument("--method", default="mse")
-    p.add_argument("--softmax-quantizer", default=None, help="Default: the library's (QuantConfig).")
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_export_parity.json"))
-    args = p.parse_args()
-    torch.manual_seed(0)
-    model = create_float_model(MODEL, checkpoint=args.checkpoint)
-    transform = eval_transform(model)
-    calib, evaluation = load_splits(args.data, transform, args.limit)
+@click.command()
+@click.option("--data", type=click.Path(path_type=Path), default=None, help="Image folder; default: bundled sample.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help=f"{DEMO_MODEL} float weights; default: the bundled ones.")
+@click.option("--bits", "bits_spec", default="W8A8,W6A6,W4A4", show_default=True, help="Comma-separated WxAy.")
+@click.option("--method", default="mse", show_default=True, help="Method of every recipe (`vitq list`).")
+@click.option("--softmax-quantizer", default=None, help="Recipe setting softmax_quantizer; default: the recipe's.")
+@click.option("--eval-limit", type=int, default=None, help="Evaluate on this many evaluation images (default: the whole split).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=RESULTS_DIR / "bench_export_parity.json",
+              show_default=True, help="Results file (JSON).")
+def main(data: Path | None, checkpoint: Path | None, bits_spec: str, method: str, softmax_quantizer: str | None,
+         eval_limit: int | None, out: Path) -> None:
+    """Export DeiT-Tiny at every bit-width: onnxruntime vs torch parity and file sizes."""
+    logging.basicConfig(level=logging.WARNING)
+    settings = {"softmax_quantizer": softmax_quantizer} if softmax_quantizer else {}
+    recipes = [make_recipe(bits, method, settings) for bits in bits_spec.split(",")]
+    model = create_float_model(DEMO_MODEL, checkpoint=checkpoint or demo_checkpoint())
+    data = data or demo_images()
+    calib, evaluation = load_splits(data, eval_transform(model), eval_limit)
     records = []
     with tempfile.TemporaryDirectory(prefix="vitq-lowbit-") as tmp:
-        for spec in args.bits.split(","):
-            w, a = parse_bits(spec)
-            config = QuantConfig(w_bits=w, a_bits=a, method=args.method, softmax_quantizer=args.softmax_quantizer)
-            qmodel = quantize(model, MODEL, images_only(calib), config)
+        for recipe in recipes:
+            torch.manual_seed(0)
+            qmodel = quantize(model, DEMO_MODEL, images_only(calib), recipe).model
             fp32_size = export_float(qmodel, Path(tmp) / "fp32.onnx").stat().st_size / 1e6
-            container = "int4" if w <= 4 else "int8"
-            exported = export_onnx(qmodel, Path(tmp) / f"{spec}.onnx", ExportOptions(weight_container=container))
-            int8_size = export_onnx(qmodel, Path(tmp) / f"{spec}-int8.onnx").size_mb
-            parity = compare(exported.path, export_reference(qmodel), evaluation)
-            ort_vs_fp32 = compare(exported.path, FloatView(qmodel), evaluation)  # its torch_top1 is fp32's top-1
+            packed = export_onnx(qmodel, Path(tmp) / f"{recipe.bits}.onnx", ExportOptions(weight_container="int4"))
+            int8_size = export_onnx(qmodel, Path(tmp) / f"{recipe.bits}-int8.onnx").size_mb
+            parity = compare(packed.path, export_reference(qmodel), evaluation)
+            ort_vs_fp32 = compare(packed.path, FloatView(qmodel), evaluation)  # its torch_top1 is fp32's top-1
             records.append({
-                "model": MODEL, "dataset": str(args.data), "n_images": parity.n_images, "method": f"{args.method}+onnx-export",
-                "bits": config.bits, "softmax_quantizer": config.softmax_quantizer, "runtime": "onnxruntime",
+                "model": DEMO_MODEL, "dataset": str(data), "n_images": parity.n_images, "method": f"{recipe.method}+onnx-export",
+                "bits": recipe.bits, "softmax_quantizer": recipe.format.softmax_quantizer, "runtime": "onnxruntime",
                 "top1": round(parity.ort_top1, 3), "torch_top1": round(parity.torch_top1, 3), "fp32_top1": round(ort_vs_fp32.torch_top1, 3),
                 "drop": round(ort_vs_fp32.torch_top1 - parity.ort_top1, 3), "agreement": round(ort_vs_fp32.agreement, 3),
                 "agreement_with_torch": round(parity.agreement, 3),
                 "agreement_with_torch_float64": round(parity.exact_agreement, 3),
                 "torch_float32_vs_float64": round(parity.float32_agreement, 3), "parity_passed": parity.passes(),
                 "max_abs_logit_error": round(parity.max_abs_logit_error, 4),
-                "mean_abs_logit_error": round(parity.mean_abs_logit_error, 5), "weight_container": container,
-                "opset": exported.opset, "size_mb": round(exported.size_mb, 3), "size_mb_int8_container": round(int8_size, 3),
-                "size_mb_fp32": round(fp32_size, 3), "size_ratio_vs_fp32": round(exported.size_mb / fp32_size, 3),
-                "config": config.to_dict(),
+                "mean_abs_logit_error": round(parity.mean_abs_logit_error, 5),
+                # the exporter moves to the int4 opset only when some weight went into an int4 container
+                "weight_container": "int4" if packed.opset == INT4_OPSET else "int8",
+                "opset": packed.opset, "size_mb": round(packed.size_mb, 3), "size_mb_int8_container": round(int8_size, 3),
+                "size_mb_fp32": round(fp32_size, 3), "size_ratio_vs_fp32": round(packed.size_mb / fp32_size, 3),
+                "recipe": recipe.to_dict(),
             })
-            print(format_table(records[-1:], COLUMNS), flush=True)
-    print(format_table(records, COLUMNS))
-    write_results(args.out, records, command=" ".join(shlex.quote(x) for x in ["python", *sys.argv]))
+            write_results(out, records)
+            click.echo(text_table(records[-1:], COLUMNS))
+    click.echo(text_table(records, COLUMNS))
 
 
 if __name__ == "__main__":

@@ -8,20 +8,22 @@ records), and cached as uint8 arrays; training augments on tensors (random crop 
 The learning-rate schedule is a cosine over ``--epochs`` or over ``--max-minutes``, whichever ends
 first, so a time-boxed CPU run still finishes with a decayed learning rate.
 
-    python benchmarks/train_cifar10.py --model mobilevit_xxs --epochs 30 --max-minutes 25
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/train_cifar10.py --model mobilevit_xxs --epochs 40 \\
+        --max-minutes 22 --threads 1
 
-Writes ``assets/cifar10/<model>.safetensors`` (fp16, with the model kwargs and data config as
-metadata so ``vitq`` rebuilds the model without extra flags) and
-``benchmarks/results/train_cifar10_<model>.json`` (fp32 test top-1 on all 10,000 test images).
+Writes ``assets/cifar10/<model>.safetensors`` (fp16, with the model spec of
+``vitq.models.loading.create_float_model`` as metadata, so ``vitq`` rebuilds the model without extra
+flags) and ``benchmarks/results/train_cifar10_<model>.json`` (fp32 test top-1 on all 10,000 test
+images).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
 from pathlib import Path
 
+import click
 import numpy as np
 import timm
 import torch
@@ -30,10 +32,10 @@ from PIL import Image
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-import vitq.models.mobile_former  # noqa: F401 - registers Mobile-Former with timm
 from calib.datasets import ImageDataset, scan_cifar_archive
-from vitq.models.loading import CHECKPOINT_META_KEY
-from vitq.report import UNDER_TRAINED_BELOW
+from vitq.assets import ASSETS_DIR
+from vitq.models.loading import CHECKPOINT_META_KEY, create_float_model, model_spec
+from vitq.report.records import RESULTS_DIR, UNDER_TRAINED_BELOW
 from vitq.results import write_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,40 +92,49 @@ def model_kwargs(name: str, size: int) -> dict:
     return {"num_classes": 10, **({"img_size": size} if name.startswith("efficientformerv2") else {})}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="folder with cifar10-*.tar.gz")
-    ap.add_argument("--img-size", type=int, default=64)
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--max-minutes", type=float, default=None, help="time box; the cosine schedule fits into it")
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--weight-decay", type=float, default=0.05)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out-dir", type=Path, default=REPO / "assets" / "cifar10")
-    ap.add_argument("--cache-dir", type=Path, default=REPO / ".cache")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
+@click.command()
+@click.option("--model", required=True, help="A timm hybrid model name vitq can wrap (`vitq list`).")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=REPO.parent / "shared" / "data",
+              show_default=True, help="Folder with cifar10-train.tar.gz and cifar10-test.tar.gz.")
+@click.option("--img-size", type=click.IntRange(min=1), default=64, show_default=True, help="Training and test resolution (px).")
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True, help="Epochs of the cosine schedule.")
+@click.option("--max-minutes", type=float, default=None, help="Time box; the cosine schedule fits into it.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Training batch size.")
+@click.option("--lr", type=float, default=2e-3, show_default=True, help="Peak AdamW learning rate.")
+@click.option("--weight-decay", type=float, default=0.05, show_default=True, help="AdamW weight decay.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads (default: torch's choice).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds initialisation, shuffling and augmentation.")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=ASSETS_DIR / "cifar10", show_default=True,
+              help="Folder for <model>.safetensors.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=REPO / ".cache", show_default=True,
+              help="Folder for the decoded, resized images (.npz).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Results file (JSON); default: benchmarks/results/train_cifar10_<model>.json.")
+def main(model: str, data: Path, img_size: int, epochs: int, max_minutes: float | None, batch_size: int, lr: float,
+         weight_decay: float, threads: int | None, seed: int, out_dir: Path, cache_dir: Path, out: Path | None) -> None:
+    """Train a hybrid ViT on upsampled CIFAR-10; write its checkpoint and its fp32 test top-1."""
+    options = click.get_current_context().params
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
 
-    x_train, y_train = decode_split(args.data / "cifar10-train.tar.gz", args.img_size, args.cache_dir)
-    x_test, y_test = decode_split(args.data / "cifar10-test.tar.gz", args.img_size, args.cache_dir)
-    kwargs = model_kwargs(args.model, args.img_size)
-    model = timm.create_model(args.model, **kwargs)
-    cfg = timm.data.resolve_model_data_config(model)
+    # the model is built as vitq rebuilds it from the checkpoint's spec (create_float_model checks vitq can wrap it)
+    data_config = {"input_size": [3, img_size, img_size], "crop_pct": 1.0, "interpolation": "bicubic"}
+    spec = {"model": model, "kwargs": model_kwargs(model, img_size), "data_config": data_config}
+    net = create_float_model(model, spec=spec)
+    x_train, y_train = decode_split(data / "cifar10-train.tar.gz", img_size, cache_dir)
+    x_test, y_test = decode_split(data / "cifar10-test.tar.gz", img_size, cache_dir)
+    cfg = timm.data.resolve_model_data_config(net)
     mean, std = (torch.tensor(cfg[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    steps_per_epoch = len(x_train) // args.batch_size
-    total = steps_per_epoch * args.epochs
-    budget = args.max_minutes * 60 if args.max_minutes else math.inf
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = len(x_train) // batch_size
+    total = steps_per_epoch * epochs
+    budget = max_minutes * 60 if max_minutes else math.inf
     start, step, epoch = time.perf_counter(), 0, 0
-    bar = tqdm(total=total, desc=f"train {args.model}", unit="step")
+    bar = tqdm(total=total, desc=f"train {model}", unit="step")
     while step < total:
-        model.train()
+        net.train()
         perm = torch.randperm(len(x_train), generator=gen)
         for i in range(steps_per_epoch):
             progress = max(step / total, (time.perf_counter() - start) / budget)
@@ -131,10 +142,10 @@ def main() -> None:
                 break
             warm = min(1.0, step / (0.5 * steps_per_epoch))
             for group in opt.param_groups:
-                group["lr"] = args.lr * warm * 0.5 * (1.0 + math.cos(math.pi * progress))
-            idx = perm[i * args.batch_size:(i + 1) * args.batch_size]
+                group["lr"] = lr * warm * 0.5 * (1.0 + math.cos(math.pi * progress))
+            idx = perm[i * batch_size:(i + 1) * batch_size]
             xb = to_input(augment(torch.from_numpy(x_train[idx.numpy()]), gen), mean, std)
-            loss = F.cross_entropy(model(xb), torch.from_numpy(y_train[idx.numpy()]), label_smoothing=0.1)
+            loss = F.cross_entropy(net(xb), torch.from_numpy(y_train[idx.numpy()]), label_smoothing=0.1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -149,24 +160,23 @@ def main() -> None:
     train_minutes = (time.perf_counter() - start) / 60
 
     # Store fp16 (half the size); accuracy is measured on the stored weights, reloaded as fp32.
-    data_config = {"input_size": [3, args.img_size, args.img_size], "crop_pct": 1.0, "interpolation": "bicubic"}
-    meta = {CHECKPOINT_META_KEY: json.dumps({"model": args.model, "kwargs": kwargs, "data_config": data_config})}
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = args.out_dir / f"{args.model}.safetensors"
-    state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    meta = {CHECKPOINT_META_KEY: json.dumps(model_spec(net))}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = out_dir / f"{model}.safetensors"
+    state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in net.state_dict().items()}
     save_file(state, str(ckpt), metadata=meta)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    top1 = evaluate(model, x_test, y_test, mean, std)
-    params = sum(p.numel() for p in model.parameters())
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    top1 = evaluate(net, x_test, y_test, mean, std)
+    params = sum(p.numel() for p in net.parameters())
     record = {
-        "model": args.model, "dataset": "cifar10-test", "n_images": len(x_test), "method": "fp32", "bits": "fp32",
+        "model": model, "dataset": "cifar10-test", "n_images": len(x_test), "method": "fp32", "bits": "fp32",
         "top1": round(top1, 2), "top5": None, "fp32_top1": round(top1, 2), "drop": 0.0, "agreement": 100.0,
         "device": "cpu", "seconds": round(train_minutes * 60, 1), "params_m": round(params / 1e6, 3),
         "under_trained": top1 < UNDER_TRAINED_BELOW, "epochs_completed": round(step / steps_per_epoch, 2),
-        "train_steps": step, "checkpoint": display_path(ckpt), "config": {**vars(args), **data_config},
+        "train_steps": step, "checkpoint": display_path(ckpt), "config": {**options, **data_config},
     }
-    write_results(REPO / "benchmarks" / "results" / f"train_cifar10_{args.model}.json", [record])
-    print(json.dumps({k: record[k] for k in ("model", "top1", "epochs_completed", "under_trained", "seconds")}))
+    write_results(out or RESULTS_DIR / f"train_cifar10_{model}.json", [record])
+    click.echo(json.dumps({k: record[k] for k in ("model", "top1", "epochs_completed", "under_trained", "seconds")}))
 
 
 if __name__ == "__main__":

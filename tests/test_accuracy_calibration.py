@@ -5,7 +5,9 @@ demo run, with head-room for the smaller image count here (100 bundled evaluatio
 """
 import pytest
 
-from calib import eval_transform, load_batches, open_split
+from calib.datasets import open_split
+from calib.loaders import load_batches
+from calib.transforms import eval_transform
 from vitq.assets import DEMO_MODEL
 from vitq.models.loading import create_float_model
 from vitq.pipeline.workflow import quantize_and_evaluate

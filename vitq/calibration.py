@@ -14,6 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from vitq.errors import VitqError
+from vitq.quant.hooks import run_until
 from vitq.quant.modules import QuantConv2d, QuantLinear
 from vitq.quant.quantizer import Quantizer
 
@@ -84,10 +85,6 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor], device: str = "
     log.info("calibrated %d weight and %d activation quantizers", sum(1 for _ in weight_quantizers(model)), len(acts))
 
 
-class _PrefixDone(Exception):
-    """Stops a forward pass once the layer being corrected has produced its output."""
-
-
 @torch.no_grad()
 def correct_biases(model: nn.Module, batches: Iterable[torch.Tensor], device: str = "cpu", progress: bool = True) -> int:
     """Empirical bias correction: for each quantized layer with a ``bias_delta``, in forward order,
@@ -113,16 +110,7 @@ def correct_biases(model: nn.Module, batches: Iterable[torch.Tensor], device: st
             error = error.movedim(channel, -1).reshape(-1, error.shape[channel])
             total += error.sum(0)
             count += error.shape[0]
-            raise _PrefixDone  # the rest of the network cannot change this layer's error
 
-        handle = layer.register_forward_hook(accumulate)
-        try:
-            for x in batches:
-                try:
-                    model(x)
-                except _PrefixDone:
-                    pass
-        finally:
-            handle.remove()
+        run_until(model, layer, batches, accumulate, after=True)  # the rest of the network cannot change this layer's error
         layer.bias_delta -= total / count
     return len(layers)

@@ -5,8 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from calib import load_batches, open_split, scan
+from calib.datasets import open_split, scan
 from calib.errors import DataError
+from calib.loaders import load_batches
 
 
 def to_tensor(img):

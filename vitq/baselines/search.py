@@ -27,10 +27,11 @@ from torch import nn
 from tqdm import tqdm
 
 from vitq.calibration import quantization_disabled
+from vitq.quant.hooks import StopForward, run_until
 from vitq.quant.modules import QuantConv2d, QuantLinear, QuantMatMul
 from vitq.quant.quantizer import Quantizer
 from vitq.quant.twin import TwinUniformQuantizer
-from vitq.recon.cache import StopForward, snapshot
+from vitq.recon.cache import snapshot
 
 # (quantized output, float output, gradient of the loss w.r.t. the output or None) -> loss summed
 # over the batch, lower is better
@@ -142,20 +143,7 @@ def execution_order(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Mod
 def _quantized_inputs(model: nn.Module, layer: nn.Module, batches: Sequence[torch.Tensor],
                       device: str) -> list[tuple[torch.Tensor, ...]]:
     got: list[tuple[torch.Tensor, ...]] = []
-
-    def hook(_m: nn.Module, args: tuple) -> None:
-        got.append(tuple(snapshot(a) for a in args))
-        raise StopForward
-
-    handle = layer.register_forward_pre_hook(hook)
-    try:
-        for x in batches:
-            try:
-                model(x.to(device))
-            except StopForward:
-                pass
-    finally:
-        handle.remove()
+    run_until(model, layer, (x.to(device) for x in batches), lambda args: got.append(tuple(snapshot(a) for a in args)))
     return got
 
 

@@ -6,11 +6,13 @@ from pathlib import Path
 import click
 
 from vitq.cli.options import batch_option, limit_option, results_option, seed_everything
+from vitq.errors import VitqError
 
 
 @click.command("demo")
 @click.option("--bits", "bits_spec", default="W8A8,W6A6,W4A4", show_default=True, help="Comma-separated WxAy list.")
-@click.option("--method", default="percentile", show_default=True, help="A calibration method: minmax, percentile or mse.")
+@click.option("--method", default="percentile", show_default=True,
+              help="A calibration or baseline method (`vitq list`); reconstruction takes longer than a demo should.")
 @limit_option
 @batch_option
 @results_option
@@ -20,8 +22,9 @@ def demo_cmd(bits_spec: str, method: str, limit: int | None, batch_size: int, re
     from vitq.methods import get_method
     from vitq.recipe import make_recipe
 
-    if get_method(method).kind != "calibration":
-        raise click.UsageError(f"the demo runs calibration methods only (minmax, percentile, mse); got {method!r}")
+    if get_method(method).reconstructs:
+        raise VitqError(f"the demo runs calibration and baseline methods, not reconstruction ({method!r}); "
+                               "use `vitq quantize --preset w4a4-pfcr-fast`")
     recipes = [make_recipe(bits.strip(), method) for bits in bits_spec.split(",") if bits.strip()]
 
     from calib.loaders import images_only, load_splits

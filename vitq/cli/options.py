@@ -9,11 +9,11 @@ import click
 from vitq.errors import VitqError
 
 data_option = click.option("--data", type=click.Path(path_type=Path), default=None,
-                           help="Image folder (wnid-named or <class>/<img>) or CIFAR-10 tar. Default: bundled sample.")
+                           help="Image folder or CIFAR-10 tar. Default: the bundled sample.")
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seeds torch, numpy and random.")
 device_option = click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
 batch_option = click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
-                            help="Images per batch when loading and evaluating.")
+                            help="Images per batch (loading, calibration, evaluation).")
 results_option = click.option("--results-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
                               help="Also write result records (JSON, DESIGN.md schema) here.")
 limit_option = click.option("--limit", type=click.IntRange(min=1), default=None,

@@ -13,20 +13,19 @@ from vitq.cli.options import batch_option, check_device, data_option, data_or_de
 @click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--preset", default=None, help="A named recipe (`vitq list`), e.g. w4a4-pfcr-fast. Default: w8a8.")
 @click.option("--recipe", "recipe_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="A recipe file (.json/.yaml: method, bits, calibration, format, recon), e.g. one a record embeds.")
-@click.option("--bits", default=None, help="WxAy with x, y in 2..8 (overrides the preset / recipe).")
-@click.option("--method", default=None, help="A method (`vitq list`; overrides the preset / recipe).")
+              help="A recipe file (.json / .yaml), e.g. the `recipe` of a result record.")
+@click.option("--bits", default=None, help="WxAy, x and y in 2..8 (over the preset / recipe).")
+@click.option("--method", default=None, help="A method from `vitq list` (over the preset / recipe).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
-              help="A recipe setting, repeatable: format (percentile, softmax_quantizer, first_last, weight_observer, ...), "
-                   "calibration, bias_correction, and for reconstruction methods iters, samples, coarsest, model_iters, "
-                   "lr_rounding, recon_preset, units, ... A key that does not apply to the method is an error listing those that do.")
+              help="A recipe setting, repeatable (percentile, calibration, iters, recon_preset, ...); "
+                   "a key the method does not take is an error that lists the keys it takes.")
 @click.option("--override", "overrides", multiple=True, metavar="PATTERN=JSON",
-              help="Per-quantizer setting, repeatable; PATTERN matches quantizer names (fnmatch), JSON keys: enable, "
-                   "bits, observer, percentile. E.g. 'blocks.*.mlp.fc2.input_quant={\"bits\": 8}'.")
+              help="Per-quantizer setting, repeatable, e.g. 'blocks.*.mlp.fc2.input_quant={\"bits\": 8}' "
+                   "(keys: enable, bits, observer, percentile).")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Local float weights (.safetensors/.pth).")
-@click.option("--pretrained", is_flag=True, help="Download timm hub weights (needs internet; never used by tests).")
+@click.option("--pretrained", is_flag=True, help="Download timm hub weights (needs internet).")
 @data_option
-@click.option("--calib-size", type=click.IntRange(min=1), default=None, help="Use at most this many calibration images.")
+@click.option("--calib-size", type=click.IntRange(min=1), default=None, help="At most this many calibration images.")
 @batch_option
 @seed_option
 @device_option

@@ -92,7 +92,7 @@ def check_calibrated(model: nn.Module) -> list[tuple[str, Quantizer]]:
     missing = [n for n, q in enabled if not bool(q.initialized)]
     if missing:
         raise VitqError(f"the model was never calibrated ({len(missing)} quantizers without scales, e.g. {missing[0]}); "
-                        "run vitq quantize / vitq.api.quantize first")
+                        "run vitq quantize / vitq.pipeline.quantize.quantize first")
     return enabled
 
 

@@ -143,7 +143,7 @@ def activation_after(model: nn.Module, layer_name: str) -> nn.Module | None:
     """The elementwise activation that ``layer_name`` feeds directly, if any. Layer-wise
     reconstruction fits ``act(W x)`` there, as AdaRound does, not ``W x``: errors in the
     pre-activation that GELU squashes (its negative side) must not count as much as the ones it
-    passes on (measured at W4A4: 62.9 % top-1 with it, 60.9 % without; docs/reconstruction.md)."""
+    passes on (measured at W4A4: 62.9 % top-1 with it, 60.9 % without; docs/experiment_log.md)."""
     from torch import nn
 
     parent, attr = _parent(model, layer_name)

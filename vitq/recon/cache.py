@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitq.quant.hooks import run_until
+
 MIN_CROP_AREA = 0.35
 
 
@@ -51,30 +53,14 @@ def snapshot(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to("cpu", copy=True)
 
 
-class StopForward(Exception):
-    """Raised by a hook to stop a forward pass once the wanted tensor is captured."""
-
-
 @torch.no_grad()
 def capture_input(model: nn.Module, module: nn.Module, x: torch.Tensor, batch_size: int, device: str,
                   pack: Callable[[tuple], torch.Tensor]) -> torch.Tensor:
     """The input of ``module`` when ``model`` runs on ``x`` (the forward stops right there); ``pack``
     makes one tensor of the module's positional inputs."""
     got: list[torch.Tensor] = []
-
-    def hook(_mod: nn.Module, args: tuple) -> None:
-        got.append(snapshot(pack(args)))
-        raise StopForward
-
-    handle = module.register_forward_pre_hook(hook)
-    try:
-        for i in range(0, len(x), batch_size):
-            try:
-                model(x[i:i + batch_size].to(device))
-            except StopForward:
-                pass
-    finally:
-        handle.remove()
+    run_until(model, module, (x[i:i + batch_size].to(device) for i in range(0, len(x), batch_size)),
+              lambda args: got.append(snapshot(pack(args))))
     return torch.cat(got)
 
 

@@ -168,7 +168,7 @@ class ReconConfig:
 RECON_PRESETS: dict[str, ReconConfig] = {
     # CPU, minutes: 64 calibration images, 20 steps per unit and level, levels fine -> block -> whole
     # model (100 steps on the logits, step sizes and bias offsets). Rounding learning rate 0.1, not the
-    # dataclass's 0.03: with so few steps the rounding logits barely move at 0.03 (docs/reconstruction.md,
+    # dataclass's 0.03: with so few steps the rounding logits barely move at 0.03 (docs/experiment_log.md,
     # sweep_*.json: PFCR W3A3 20.6 -> 28.1 here, 34.6 -> 38.6 at 125 x 90); the model level took W3A3 on
     # to 33.4 (KL 2.80 -> 2.00) with W4A4 level (KL 0.47 -> 0.43; fast_preset_model_level_*.json)
     "fast": ReconConfig(lr_rounding=0.1, model_iters=100, lr_bias=1e-4),

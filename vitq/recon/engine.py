@@ -293,7 +293,7 @@ class Reconstructor:
         Only activation step sizes (a few hundred scalars) and, with ``lr_bias``, the layers' bias
         offsets learn here: with the roundings of the head free as well (192k for DeiT-Tiny), KL on
         125 calibration images fell by half while the evaluation KL more than doubled
-        (docs/reconstruction.md)."""
+        (docs/experiment_log.md)."""
         def forward(x: torch.Tensor) -> torch.Tensor:
             return self.partition.head(self.model, unit(x))
 

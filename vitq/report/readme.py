@@ -77,7 +77,7 @@ def rendered_readme(text: str, results: Results) -> str:
 def update_readme(readme: Path = README, results: Results | None = None) -> bool:
     """Rewrite the generated blocks of ``readme``; True if it changed."""
     results = load_results() if results is None else results
-    return _write_text(Path(readme), rendered_readme(Path(readme).read_text(), results))
+    return _write_if_changed(Path(readme), rendered_readme(Path(readme).read_text(), results))
 
 
 def results_markdown(results: Results) -> str:
@@ -85,15 +85,9 @@ def results_markdown(results: Results) -> str:
     return RESULTS_MD_HEAD + render(results)
 
 
-def _write_text(path: Path, text: str) -> bool:
-    if path.exists() and path.read_text() == text:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return True
-
-
-def _write_bytes(path: Path, data: bytes) -> bool:
+def _write_if_changed(path: Path, content: str | bytes) -> bool:
+    """Write ``content`` unless the file already holds it (an up-to-date report touches nothing)."""
+    data = content.encode() if isinstance(content, str) else content
     if path.exists() and path.read_bytes() == data:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,10 +106,10 @@ def update_all(results_dir: Path = RESULTS_DIR, readme: Path = README, results_m
     written = []
     if update_readme(readme, results):
         written.append(readme)
-    if _write_text(results_md, results_markdown(results)):
+    if _write_if_changed(results_md, results_markdown(results)):
         written.append(results_md)
     for name, draw in FIGURES.items():
-        if _write_bytes(figures_dir / name, draw(results)):
+        if _write_if_changed(figures_dir / name, draw(results)):
             written.append(figures_dir / name)
     return written
 
