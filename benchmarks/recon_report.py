@@ -6,24 +6,42 @@
 
 ``--matrix`` is the issue-shaped summary: one row per method, one column per bit-width, repeated
 runs of a cell (other seeds) averaged, with every seed's top-1 listed so the noise stays visible.
+Reads records of both forms: ``recipe`` (the resolved reconstruction settings in ``recipe["recon"]``)
+and the older ``config`` with a top-level ``recon`` (``vitq.report.records.legacy_config``).
 """
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
+
+import click
+
+from vitq.methods import METHODS, get_method
+from vitq.quant.config import parse_bits
+from vitq.recon.schedules import Schedule
+from vitq.report.records import legacy_config
 
 COLUMNS = ("bits", "method", "init", "pos", "samples/iters/coarsest, lr_rounding", "softmax", "ln_reparam", "n_images", "top1",
            "fp32_top1", "drop", "agreement", "kl", "final_rel_mse", "seconds", "device", "peak_rss_mb")
 
 
+def schedule(method: str) -> Schedule | None:
+    """The reconstruction schedule of a registered method (records also name fp32 and export variants)."""
+    return get_method(method).schedule if method in METHODS else None
+
+
 def row(record: dict) -> list[str]:
-    # POS applies to pfcr only; brecq/adaround always run one joint stage
-    pos = record.get("recon", {}).get("pos", "-") if record["method"] == "pfcr" else ("joint" if "recon" in record else "-")
-    recon = record.get("recon")
+    config, recon = legacy_config(record)  # recon: the resolved reconstruction settings, {} for none
+    sched = schedule(record["method"])
+
+    def applies(key: str) -> bool:
+        return sched is not None and key not in sched.inapplicable()
+
+    # POS stages and reopening exist only where the schedule has them; the others run one joint stage
+    pos = recon.get("pos", "-") if applies("pos") else ("joint" if recon else "-")
     if recon and recon.get("anneal", "level") != "level":
         pos = f"{pos}, {recon['anneal']} anneal"
-    if recon and recon.get("reopen") and record["method"] == "pfcr":  # one-level schedules never reopen
+    if recon.get("reopen") and applies("reopen"):
         pos = f"{pos}, reopen {recon['reopen']}"
     if recon and recon.get("loss", "mse") != "mse":
         pos = f"{pos}, loss {recon['loss']}"
@@ -32,13 +50,12 @@ def row(record: dict) -> list[str]:
         samples = f"{recon['samples']} aug" if recon.get("augment") else str(recon["samples"])
         budget = f"{samples}/{recon['iters']}/{recon['coarsest']}, lr {recon['lr_rounding']}"
         model_iters = recon.get("model_iters", 0)
-        if model_iters and record["method"] == "pfcr":
+        if model_iters and sched is not None and sched.progressive:  # a model level after the block levels
             budget += f" + model {model_iters}" + (f" (bias lr {recon['lr_bias']})" if recon.get("lr_bias") else "")
         elif model_iters:  # baselines get the model level's compute as iterations per unit
             budget += f" + {model_iters} per unit"
         if recon.get("seed", 0):
             budget += f" seed {recon['seed']}"
-    config = record["config"]
     init = "-"  # the calibration a reconstruction started from
     if recon:
         init = config.get("init_method", "mse")
@@ -71,39 +88,44 @@ def cell(runs: list[dict]) -> str:
 
 
 def matrix(records: list[dict]) -> None:
-    bits = sorted({r["bits"] for r in records}, key=lambda b: -int(b[1:].split("A")[0]))
+    bits = sorted({r["bits"] for r in records}, key=lambda b: -parse_bits(b)[0])
     methods = list(dict.fromkeys(r["method"] for r in records))
-    print("| method | " + " | ".join(bits) + " |")
-    print("|---|" + "---|" * len(bits))
+    click.echo("| method | " + " | ".join(bits) + " |")
+    click.echo("|---|" + "---|" * len(bits))
     for method in methods:
         cells = [[r for r in records if r["method"] == method and r["bits"] == b] for b in bits]
-        print(f"| {method} | " + " | ".join(cell(runs) if runs else "-" for runs in cells) + " |")
+        click.echo(f"| {method} | " + " | ".join(cell(runs) if runs else "-" for runs in cells) + " |")
 
 
 def load(spec: str) -> list[dict]:
     """The records of ``FILE`` or, for ``FILE:METHOD,...``, only those of the listed methods."""
     path, _, methods = spec.partition(":")
+    if not Path(path).is_file():
+        raise click.ClickException(f"no such results file: {path}")
     records = json.loads(Path(path).read_text())["records"]
     if not methods:
         return records
     wanted, present = methods.split(","), {r["method"] for r in records}
     if missing := [m for m in wanted if m not in present]:
-        sys.exit(f"{path} has no records of {', '.join(missing)}; its methods: {', '.join(sorted(present))}")
+        raise click.ClickException(f"{path} has no records of {', '.join(missing)}; its methods: {', '.join(sorted(present))}")
     return [r for r in records if r["method"] in wanted]
 
 
-def main(paths: list[str]) -> None:
-    show_matrix = "--matrix" in paths
-    records = [r for p in paths if p != "--matrix" for r in load(p)]
-    if show_matrix:
+@click.command()
+@click.argument("specs", nargs=-1, required=True, metavar="FILE[:METHOD,...]...")
+@click.option("--matrix", "matrix_view", is_flag=True, help="One row per method, one column per bit-width, seeds averaged.")
+def main(specs: tuple[str, ...], matrix_view: bool) -> None:
+    """Markdown tables of the recon result records in FILE (only METHOD's records, when given)."""
+    records = [r for spec in specs for r in load(spec)]
+    if matrix_view:
         matrix(records)
         return
     records.sort(key=lambda r: (r["bits"], r["method"]))
-    print("| " + " | ".join(COLUMNS) + " |")
-    print("|" + "---|" * len(COLUMNS))
+    click.echo("| " + " | ".join(COLUMNS) + " |")
+    click.echo("|" + "---|" * len(COLUMNS))
     for r in records:
-        print("| " + " | ".join(row(r)) + " |")
+        click.echo("| " + " | ".join(row(r)) + " |")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -42,7 +42,7 @@ def test_percentile_and_weight_observer_options_are_recorded_in_the_checkpoint(t
     result = CliRunner().invoke(main, ["quantize", MODEL, str(out), "--checkpoint", str(deit_checkpoint), "--data",
                                        str(sample_images), "--method", "percentile", "--set", "percentile=99.5",
                                        "--set", "weight_observer=mse", "--calib-size", "8",
-                                       "--override", 'blocks.*.mlp.fc2.input_quant={"bits": 8}'])
+                                       "--set", 'overrides={"blocks.*.mlp.fc2.input_quant": {"bits": 8}}'])
     assert result.exit_code == 0, result.output
     qm = load_quantized(out)
     model, fmt = qm.model, qm.recipe.format
@@ -118,10 +118,10 @@ def test_bad_bits(tmp_path, bits):
     assert "bit" in msg
 
 
-@pytest.mark.parametrize(("spec", "expected"), [("blocks.*", "PATTERN=JSON"), ('*={"bitz": 8}', "unknown keys"),
-                                                ('*={"bits": 9}', "bits")])
+@pytest.mark.parametrize(("spec", "expected"), [("blocks.*", "overrides must be a JSON object"),
+                                                ('{"*": {"bitz": 8}}', "unknown keys"), ('{"*": {"bits": 9}}', "bits")])
 def test_bad_override(tmp_path, spec, expected):
-    msg = run_error(["quantize", MODEL, str(tmp_path / "o.pt"), "--override", spec], tmp_path)
+    msg = run_error(["quantize", MODEL, str(tmp_path / "o.pt"), "--set", f"overrides={spec}"], tmp_path)
     assert expected in msg
 
 

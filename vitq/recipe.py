@@ -167,7 +167,7 @@ def _path(key: str) -> str:
 
 def applicable_keys(method: Method) -> list[str]:
     """The ``--set`` keys that mean something for ``method``."""
-    keys = list(FORMAT_KEYS) + ["bias_correction"]
+    keys = [*FORMAT_KEYS, "overrides", "bias_correction"]
     if method.reconstructs:
         ignored = method.schedule.inapplicable()
         keys += ["calibration", *(k for k in RECON_KEYS if k not in ignored)]
@@ -184,6 +184,10 @@ def make_recipe(bits: str = "W8A8", method: str = "percentile", settings: Mappin
     A key that does not apply to the method is an error naming the keys that do."""
     spec = get_method(method)
     settings = dict(settings or {})
+    extra = settings.pop("overrides", None) or {}
+    if not isinstance(extra, Mapping) or not all(isinstance(v, Mapping) for v in extra.values()):
+        raise VitqError(f'overrides must be a JSON object {{"PATTERN": {{"bits": 8, ...}}}}, got {extra!r}')
+    overrides = {**(overrides or {}), **extra}
     allowed = applicable_keys(spec)
     wrong = [k for k in settings if k not in allowed]
     if wrong:
@@ -303,6 +307,9 @@ def load_recipe(path: str | Path, bits: str | None = None, method: str | None = 
     if overrides:
         data["format"]["overrides"] = {**data["format"]["overrides"], **overrides}
     for key, value in (settings or {}).items():
+        if key == "overrides":
+            data["format"]["overrides"] = {**data["format"]["overrides"], **value}
+            continue
         section = "format" if key in FORMAT_KEYS else "recon" if key in RECON_KEYS else None
         if section == "recon":
             data["recon"] = {**(data["recon"] or {}), ("preset" if key == "recon_preset" else key): value}

@@ -17,11 +17,9 @@ from vitq.cli.options import batch_option, check_device, data_option, data_or_de
 @click.option("--bits", default=None, help="WxAy, x and y in 2..8 (over the preset / recipe).")
 @click.option("--method", default=None, help="A method from `vitq list` (over the preset / recipe).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
-              help="A recipe setting, repeatable (percentile, calibration, iters, recon_preset, ...); "
-                   "a key the method does not take is an error that lists the keys it takes.")
-@click.option("--override", "overrides", multiple=True, metavar="PATTERN=JSON",
-              help="Per-quantizer setting, repeatable, e.g. 'blocks.*.mlp.fc2.input_quant={\"bits\": 8}' "
-                   "(keys: enable, bits, observer, percentile).")
+              help="A recipe setting, repeatable (percentile, calibration, iters, recon_preset, overrides, ...); "
+                   "a key the method does not take is an error that lists the keys it takes. Per-quantizer: "
+                   "'overrides={\"blocks.*.mlp.fc2.input_quant\": {\"bits\": 8}}'.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None, help="Local float weights (.safetensors/.pth).")
 @click.option("--pretrained", is_flag=True, help="Download timm hub weights (needs internet).")
 @data_option
@@ -30,13 +28,12 @@ from vitq.cli.options import batch_option, check_device, data_option, data_or_de
 @seed_option
 @device_option
 def quantize_cmd(model_name: str, output: Path, preset: str | None, recipe_file: Path | None, bits: str | None,
-                 method: str | None, settings: tuple[str, ...], overrides: tuple[str, ...], checkpoint: Path | None,
+                 method: str | None, settings: tuple[str, ...], checkpoint: Path | None,
                  pretrained: bool, data: Path | None, calib_size: int | None, batch_size: int, seed: int, device: str) -> None:
     """Quantize MODEL_NAME (a timm name) with calibration images and save a reloadable checkpoint to OUTPUT."""
-    from vitq.quant.config import parse_overrides
     from vitq.recipe import parse_settings, recipe_from_options
 
-    recipe = recipe_from_options(preset, recipe_file, bits, method, parse_settings(settings), parse_overrides(overrides), seed)
+    recipe = recipe_from_options(preset, recipe_file, bits, method, parse_settings(settings), seed=seed)
     device = check_device(device)
 
     from calib.datasets import open_split

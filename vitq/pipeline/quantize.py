@@ -22,7 +22,7 @@ from vitq.models.ln_reparam import fold_ln_scales, per_channel_ln_inputs
 from vitq.models.loading import model_spec
 from vitq.models.wrap import float_layers_left, wrap_model
 from vitq.recipe import Recipe
-from vitq.recon.engine import reconstruct
+from vitq.recon.engine import check_plan, reconstruct
 
 
 @dataclass
@@ -61,6 +61,9 @@ def quantize(model: nn.Module, model_name: str, calib_batches: Iterable[torch.Te
     family = family_for(model_name)
     spec = model_spec(model)
     qmodel = wrap_model(model if inplace else copy.deepcopy(model), model_name, recipe.format, bias_offsets=recipe.bias_offsets)
+    partition = family.partition(qmodel) if method.schedule is not None else None
+    if partition is not None:
+        check_plan(qmodel, partition, method.name, method.schedule, recipe.recon)  # fail before calibrating
     calib_batches = list(calib_batches)
     if recipe.format.ln_reparam:
         per_channel_ln_inputs(qmodel, power_of_two=recipe.format.ln_power_of_two)
@@ -73,6 +76,6 @@ def quantize(model: nn.Module, model_name: str, calib_batches: Iterable[torch.Te
         correct_biases(qmodel, calib_batches, device=device, progress=progress)
     losses = None
     if method.schedule is not None:
-        losses = reconstruct(qmodel, family.partition(qmodel), calib_batches, method.name, method.schedule, recipe.recon,
+        losses = reconstruct(qmodel, partition, calib_batches, method.name, method.schedule, recipe.recon,
                              device=device, progress=progress).summary()
     return QuantizedModel(qmodel, model_name, recipe, spec, losses, time.perf_counter() - start)

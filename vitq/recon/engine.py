@@ -113,8 +113,8 @@ class Reconstructor:
     """Runs one schedule over a wrapped, calibrated model."""
 
     def __init__(self, model: nn.Module, partition: Partition, schedule: Schedule, cfg: ReconConfig,
-                 device: str, progress: bool) -> None:
-        self.model, self.partition, self.schedule, self.cfg = model, partition, schedule, cfg
+                 device: str, progress: bool, method: str = "reconstruction") -> None:
+        self.model, self.partition, self.schedule, self.cfg, self.method = model, partition, schedule, cfg, method
         self.device, self.progress = device, progress
         self.gen = torch.Generator().manual_seed(cfg.seed)
         has_head = partition.head is not None
@@ -164,6 +164,13 @@ class Reconstructor:
         missing = [n for n in self.cfg.units if n not in known]
         if missing:
             raise VitqError(f"schedule names unknown unit(s) {missing}; units of this model and schedule: {', '.join(known)}")
+
+    def check_bridges(self, levels: list[int]) -> None:
+        """A bridge-block schedule needs a partition with bridges (the hybrid families declare them)."""
+        if BRIDGE in levels and not any(a.bridge for a in self.partition.atoms):
+            raise VitqError(f"{self.method} reconstructs bridge blocks (feature map <-> tokens), and this model's "
+                            "partition has none: it is for hybrid families (MobileViT, EfficientFormer, Mobile-Former); "
+                            "use pfcr or brecq for a plain ViT")
 
     def check_loss(self, levels: list[int]) -> None:
         if self.cfg.loss == "mse":
@@ -342,6 +349,15 @@ class Reconstructor:
         return losses
 
 
+def check_plan(model: nn.Module, partition: Partition, method: str, schedule: Schedule, cfg: ReconConfig) -> None:
+    """Refuse, before any calibration or optimization runs, a schedule this model cannot take: unit names
+    it does not have, a loss its partition cannot weight, bridge blocks it has none of."""
+    engine = Reconstructor(model, partition, schedule, cfg, "cpu", False, method)
+    engine.check_units(engine.levels)
+    engine.check_loss(engine.levels)
+    engine.check_bridges(engine.levels)
+
+
 def reconstruct(model: nn.Module, partition: Partition, images: Iterable[torch.Tensor], method: str, schedule: Schedule,
                 cfg: ReconConfig, device: str = "cpu", progress: bool = True) -> ReconReport:
     """Reconstruct a wrapped, calibrated model in place: ``schedule`` (of the method named ``method``,
@@ -354,9 +370,8 @@ def reconstruct(model: nn.Module, partition: Partition, images: Iterable[torch.T
     saved = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in saved:
         p.requires_grad_(False)
-    engine = Reconstructor(model, partition, schedule, cfg, device, progress)
-    engine.check_units(engine.levels)
-    engine.check_loss(engine.levels)
+    check_plan(model, partition, method, schedule, cfg)
+    engine = Reconstructor(model, partition, schedule, cfg, device, progress, method)
     samples = make_samples(list(images), cfg.samples, cfg.augment, cfg.seed)
     entry = model.get_submodule(partition.entry)
     with quantization_disabled(model):
