@@ -23,6 +23,7 @@ from vitq.models.loading import model_spec
 from vitq.models.wrap import float_layers_left, wrap_model
 from vitq.recipe import Recipe
 from vitq.recon.engine import check_plan, reconstruct
+from vitq.recon.resume import ResumeFile
 
 
 @dataclass
@@ -53,9 +54,10 @@ class QuantizedModel:
 
 
 def quantize(model: nn.Module, model_name: str, calib_batches: Iterable[torch.Tensor], recipe: Recipe,
-             device: str = "cpu", progress: bool = True, inplace: bool = False) -> QuantizedModel:
+             device: str = "cpu", progress: bool = True, inplace: bool = False, state: ResumeFile | None = None) -> QuantizedModel:
     """Quantize ``model`` (a float timm model named ``model_name``) as ``recipe`` says, on the calibration
-    images; every method runs the same steps, skipping the hooks it does not have."""
+    images; every method runs the same steps, skipping the hooks it does not have. ``state``: where a
+    reconstruction keeps its progress after every unit, and continues from (``vitq.recon.resume``)."""
     start = time.perf_counter()
     method = recipe.method_spec
     family = family_for(model_name)
@@ -76,6 +78,6 @@ def quantize(model: nn.Module, model_name: str, calib_batches: Iterable[torch.Te
         correct_biases(qmodel, calib_batches, device=device, progress=progress)
     losses = None
     if method.schedule is not None:
-        losses = reconstruct(qmodel, partition, calib_batches, method.name, method.schedule, recipe.recon,
-                             device=device, progress=progress).summary()
+        losses = reconstruct(qmodel, partition, calib_batches, method.name, method.schedule, recipe.recon, device=device,
+                             progress=progress, state=state, context={"model": model_name, "recipe": recipe.to_dict()}).summary()
     return QuantizedModel(qmodel, model_name, recipe, spec, losses, time.perf_counter() - start)

@@ -32,6 +32,7 @@ from vitq.quant.quantizer import UniformQuantizer
 from vitq.recon.cache import capture_input, capture_io, make_samples, run_batched
 from vitq.recon.config import ReconConfig, Stage
 from vitq.recon.layouts import select_layouts
+from vitq.recon.resume import Position, ResumeFile, run_key
 from vitq.recon.rounding import LearnedRoundingQuantizer, attach_learned_rounding
 from vitq.recon.schedules import BRIDGE, LAYER, MODEL, Schedule, level_name
 
@@ -316,16 +317,25 @@ class Reconstructor:
         with quantization_disabled(self.model):
             return run_batched(unit, x, 4 * self.cfg.batch_size, self.device)
 
-    def run_level(self, granularity: int, x_fp: torch.Tensor, x_q: torch.Tensor) -> list[dict]:
+    def run_level(self, granularity: int, x_fp: torch.Tensor, x_q: torch.Tensor, losses: list[dict], skip: int = 0,
+                  unit_done: Callable[[int], None] = lambda _: None) -> None:
+        """Walk the level's units in order, appending each optimized target's losses (tagged with the
+        level) to ``losses``; the first ``skip`` units are finished already (a resumed run): their
+        outputs only advance the caches. ``unit_done(n)`` runs after the n-th unit (1-based)."""
         carriers = self.carriers(granularity)
         names = {id(m): n for n, m in self.model.named_modules()}
-        work = sum(len(_layers(u.modules())) if granularity == LAYER else 1 for u in carriers)
+        work = sum(len(_layers(u.modules())) if granularity == LAYER else 1 for u in carriers[skip:])
         bar = tqdm(total=work * self.iters, desc=level_name(granularity), disable=not self.progress, leave=False)
-        losses = []
+        level = level_name(granularity)
         for index, unit in enumerate(carriers):
+            if index < skip:
+                if granularity != MODEL:
+                    x_q, x_fp = run_batched(unit, x_q, 4 * self.cfg.batch_size, self.device), self.float_forward(unit, x_fp)
+                continue
             if granularity == MODEL:
                 if self.selected(unit.name):
-                    losses.append(self.fit_logits(unit, x_fp, x_q, bar))
+                    losses.append({"level": level, **self.fit_logits(unit, x_fp, x_q, bar)})
+                unit_done(index + 1)
                 break
             y_fp = self.float_forward(unit, x_fp)
             if granularity == LAYER:
@@ -338,15 +348,15 @@ class Reconstructor:
                             lx_fp, ly = capture_io(unit, layer, x_fp, 4 * self.cfg.batch_size, self.device, act)
                         lx_q, _ = capture_io(unit, layer, x_q, 4 * self.cfg.batch_size, self.device)
                         forward = layer if act is None else nn.Sequential(layer, act)
-                        losses.append(self.optimize(_Target(name, forward, [layer]), lx_fp, lx_q, ly, bar))
+                        losses.append({"level": level, **self.optimize(_Target(name, forward, [layer]), lx_fp, lx_q, ly, bar)})
             elif self.selected(unit.name):
-                bar.set_description(f"{level_name(granularity)} {unit.name}")
+                bar.set_description(f"{level} {unit.name}")
                 weights = self.output_fisher(carriers[index + 1:], y_fp) if self.cfg.loss != "mse" else None
-                losses.append(self.optimize(_Target(unit.name, unit, unit.modules()), x_fp, x_q, y_fp, bar, weights))
+                losses.append({"level": level, **self.optimize(_Target(unit.name, unit, unit.modules()), x_fp, x_q, y_fp, bar, weights)})
             x_q = run_batched(unit, x_q, 4 * self.cfg.batch_size, self.device)
             x_fp = y_fp
+            unit_done(index + 1)
         bar.close()
-        return losses
 
 
 def check_plan(model: nn.Module, partition: Partition, method: str, schedule: Schedule, cfg: ReconConfig) -> None:
@@ -359,30 +369,50 @@ def check_plan(model: nn.Module, partition: Partition, method: str, schedule: Sc
 
 
 def reconstruct(model: nn.Module, partition: Partition, images: Iterable[torch.Tensor], method: str, schedule: Schedule,
-                cfg: ReconConfig, device: str = "cpu", progress: bool = True) -> ReconReport:
+                cfg: ReconConfig, device: str = "cpu", progress: bool = True, state: ResumeFile | None = None,
+                context: dict | None = None) -> ReconReport:
     """Reconstruct a wrapped, calibrated model in place: ``schedule`` (of the method named ``method``,
-    for the report) over the units its family declares (``partition``)."""
+    for the report) over the units its family declares (``partition``).
+
+    With ``state``, the engine's state is written there after every finished unit, and a state that
+    file already holds for the same run (same calibrated model, samples, settings and ``context``)
+    is continued instead of starting over (``vitq.recon.resume``); the caller removes the file once
+    the result is saved."""
     report = ReconReport(method, cfg)
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     model.eval().to(device)
+    check_plan(model, partition, method, schedule, cfg)
+    samples = make_samples(list(images), cfg.samples, cfg.augment, cfg.seed)
+    key = run_key(model, samples, {"method": method, "recon": cfg.to_dict(), **(context or {})}) if state else ""
     attach_learned_rounding(model)
     saved = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in saved:
         p.requires_grad_(False)
-    check_plan(model, partition, method, schedule, cfg)
     engine = Reconstructor(model, partition, schedule, cfg, device, progress, method)
-    samples = make_samples(list(images), cfg.samples, cfg.augment, cfg.seed)
+    position = Position(0, 0)
+    previous = state.load(key) if state else None
+    if previous is not None:
+        position = state.restore(previous, model, engine.gen)
+        report.levels, report.losses = previous["levels"], previous["losses"]
     entry = model.get_submodule(partition.entry)
     with quantization_disabled(model):
         x_fp = capture_input(model, entry, samples, 4 * cfg.batch_size, device, partition.pack_entry)
     x_q = capture_input(model, entry, samples, 4 * cfg.batch_size, device, partition.pack_entry)
+
+    def unit_done(level: int, units: int) -> None:
+        if state is not None:
+            state.save(key, model, Position(level, units), report.levels, report.losses, engine.gen)
+
     try:
         for index, granularity in enumerate(engine.levels):
+            if index < position.level:
+                continue
             engine.level_index = index
-            name = level_name(granularity)
-            report.levels.append(name)
-            report.losses += [{"level": name, **row} for row in engine.run_level(granularity, x_fp, x_q)]
+            if index > position.level or previous is None:
+                report.levels.append(level_name(granularity))
+            skip = position.units_done if index == position.level else 0
+            engine.run_level(granularity, x_fp, x_q, report.losses, skip, lambda n, i=index: unit_done(i, n))
     finally:
         for q in attach_learned_rounding(model):
             q.finish()
