@@ -13,6 +13,7 @@ from vitq.bench.runner import BenchConfig, BenchReport, benchmark, check_variant
 from vitq.bench.variants import FP32, FP32_OPT, ORT_STATIC, VITQ_U8S8, VITQ_VARIANTS
 from vitq.export.markers import export_reference
 from vitq.export.parity import ParityReport, compare, torch_logits
+from vitq.models.families import family_for
 from vitq.pipeline.quantize import QuantizedModel
 from vitq.pipeline.variants import build_variants
 from vitq.report.tables import text_table
@@ -31,7 +32,9 @@ def bench_quantized(qm: QuantizedModel, calib_images: Sequence[torch.Tensor], ev
     config = config or BenchConfig()
     check_variants(config, eval_batches)
     say = say_progress(progress)
-    variants = build_variants(qm.model, calib_images, workdir, config.variants, stem=qm.model_name, progress=say)
+    shape = family_for(qm.model_name).transformer_shape(qm.model)
+    variants = build_variants(qm.model, calib_images, workdir, config.variants, stem=qm.model_name, transformer_shape=shape,
+                              progress=say)
     parity: dict[str, ParityReport] = {}
     if config.accuracy and any(name in variants for name in VITQ_VARIANTS):
         say("torch fake-quant reference logits")

@@ -44,12 +44,10 @@ class _Images(CalibrationDataReader):
         return None if batch is None else {INPUT_NAME: batch}
 
 
-def transformer_optimized(fp32: Path, out: Path, model: nn.Module) -> Path:
-    """onnxruntime.transformers' ViT fusions (SkipLayerNorm, BiasGelu, Attention where matched)."""
-    blocks = getattr(model, "blocks", None)
-    attn = getattr(blocks[0], "attn", None) if isinstance(blocks, nn.Sequential | nn.ModuleList) and len(blocks) else None
-    heads = int(getattr(attn, "num_heads", 0) or 0)
-    hidden = int(getattr(model, "embed_dim", 0) or 0)
+def transformer_optimized(fp32: Path, out: Path, shape: tuple[int, int] = (0, 0)) -> Path:
+    """onnxruntime.transformers' ViT fusions (SkipLayerNorm, BiasGelu, Attention where matched); ``shape`` =
+    (attention heads, hidden size) as the model family declares it, (0, 0) lets onnxruntime infer them."""
+    heads, hidden = shape
     optimized = optimize_model(str(fp32), model_type="vit", num_heads=heads, hidden_size=hidden)
     return atomic_write(out, lambda tmp: optimized.save_model_to_file(str(tmp)))
 
@@ -78,16 +76,17 @@ def ort_quantize_static(fp32: Path, out: Path, calib_images: Sequence[torch.Tens
 
 
 def build_variants(qmodel: nn.Module, calib_images: Sequence[torch.Tensor], workdir: Path,
-                   names: Sequence[str] = DEFAULT_VARIANTS, stem: str = "model",
+                   names: Sequence[str] = DEFAULT_VARIANTS, stem: str = "model", transformer_shape: tuple[int, int] = (0, 0),
                    progress: Callable[[str], None] = lambda _: None) -> dict[str, Variant]:
-    """Write every requested variant under ``workdir``; fp32 is always built (the others derive from it)."""
+    """Write every requested variant under ``workdir``; fp32 is always built (the others derive from it).
+    ``transformer_shape``: (heads, hidden size) for the fp32-opt fusions (``Family.transformer_shape``)."""
     workdir.mkdir(parents=True, exist_ok=True)
     fp32 = workdir / f"{stem}-fp32.onnx"
     progress("export fp32")
     export_float(qmodel, fp32)
     out = {FP32: Variant(FP32, fp32, "float32, exported from the same model with quantizers off")}
     builders: dict[str, tuple[str, Callable[[Path], Path]]] = {
-        FP32_OPT: ("float32 + onnxruntime.transformers ViT fusions", lambda p: transformer_optimized(fp32, p, qmodel)),
+        FP32_OPT: ("float32 + onnxruntime.transformers ViT fusions", lambda p: transformer_optimized(fp32, p, transformer_shape)),
         ORT_STATIC: ("onnxruntime quantize_static: QDQ, per-channel, U8S8, MinMax, all ops",
                      lambda p: ort_quantize_static(fp32, p, calib_images)),
         VITQ_U8S8: ("vitq QDQ export, learned scales, uint8 activations x int8 weights (U8S8)",

@@ -29,6 +29,10 @@ def _none() -> dict:
     return {}
 
 
+def _inferred(_model: nn.Module) -> tuple[int, int]:
+    return 0, 0
+
+
 @dataclass(frozen=True)
 class Family:
     """A set of timm architectures that share wrapping and reconstruction rules.
@@ -41,6 +45,8 @@ class Family:
         attention: () -> ``{timm attention type: quantizable replacement type}``.
         fold_pairs: () -> the conv -> BatchNorm pairs to fold before wrapping (``vitq.models.bn_fold``);
             a family with any is a hybrid (conv + attention) whose BatchNorm is folded.
+        transformer_shape: wrapped model -> (attention heads, hidden size) for onnxruntime's transformer
+            fusions of the fp32 graph a benchmark compares against; (0, 0) lets onnxruntime infer them.
         summary: one line for ``vitq list``.
     """
 
@@ -51,6 +57,7 @@ class Family:
     partition: Callable[[nn.Module], Partition]
     attention: Callable[[], dict[type, type]] = _none
     fold_pairs: Callable[[], FoldPairs] | None = None
+    transformer_shape: Callable[[nn.Module], tuple[int, int]] = _inferred
     summary: str = ""
 
     @property

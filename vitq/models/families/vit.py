@@ -40,5 +40,10 @@ def partition(model: nn.Module) -> Partition:
     return Partition("blocks", tuple(atoms), tuple(names), head=norm_then_head)
 
 
+def transformer_shape(model: nn.Module) -> tuple[int, int]:
+    return int(model.blocks[0].attn.num_heads), int(model.embed_dim)
+
+
 register_family(Family("vit", ("vit_*", "deit_*", "deit3_*"), first=("patch_embed.proj",), last=("head", "head_dist"),
-                       partition=partition, attention=attention, summary="ViT / DeiT / DeiT III"))
+                       partition=partition, attention=attention, transformer_shape=transformer_shape,
+                       summary="ViT / DeiT / DeiT III"))
