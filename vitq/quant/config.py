@@ -85,6 +85,9 @@ class QuantConfig:
         check_bits(self.w_bits, "weight bit-width")
         check_bits(self.a_bits, "activation bit-width")
         check_percentile(self.percentile)
+        for name in ("ln_reparam", "ln_power_of_two"):
+            if not isinstance(getattr(self, name), bool):
+                raise VitqError(f"{name} must be true or false, got {getattr(self, name)!r}")
         _choice("first_last", self.first_last, FIRST_LAST_POLICIES)
         _choice("softmax_quantizer", self.softmax_quantizer, SOFTMAX_QUANTIZERS)
         _choice("post_act_quantizer", self.post_act_quantizer, POST_ACT_QUANTIZERS)

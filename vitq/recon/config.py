@@ -159,10 +159,43 @@ class ReconConfig:
         unknown = set(data) - known
         if unknown:
             raise VitqError(f"unknown reconstruction options {sorted(unknown)}; known: {sorted(known - {'preset'})}")
-        for key in ("beta", "units"):
-            if data.get(key) is not None:
-                data[key] = tuple(data[key])
-        return replace(RECON_PRESETS[name], **data)
+        base = RECON_PRESETS[name]
+        for key, value in data.items():
+            data[key] = _typed(key, value, getattr(base, key))
+        return replace(base, **data)
+
+
+def _typed(key: str, value: Any, like: Any) -> Any:
+    """``value`` checked against the type of the preset's ``like`` (ints for counts, floats for rates, lists
+    for ``beta`` / ``units``), so a mistyped setting is a one-line error, not a traceback later."""
+    if key == "units":
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise VitqError(f"units must be a list of unit names, got {value!r}")
+        return tuple(value)
+    if key == "beta":
+        if not (isinstance(value, list | tuple) and len(value) == 2 and all(_is_number(v) for v in value)):
+            raise VitqError(f"beta must be two numbers [start, end], got {value!r}")
+        return tuple(float(v) for v in value)
+    if isinstance(like, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(like, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(like, float):
+        ok = _is_number(value)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, type(like))
+    if not ok:
+        raise VitqError(f"reconstruction setting {key} must be {type(like).__name__}, got {value!r}")
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 RECON_PRESETS: dict[str, ReconConfig] = {
