@@ -7,8 +7,8 @@ For each bit-width the first record is the plain recipe (every site at ``--bits`
 per site class of a ViT block with that class raised to 8 bits through a format override (recorded
 in each record's recipe). The gain of a record over the plain one is how much of the loss that site
 class carries on its own. Calibration only (the default percentile recipe), so a sweep takes
-minutes; ``--quant KEY=VALUE`` (a recipe setting) and ``--override PATTERN=JSON`` change the
-starting recipe for every record.
+minutes; ``--quant KEY=VALUE`` (a recipe setting, ``overrides={...}`` included) changes the starting
+recipe for every record.
 """
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ from calib.transforms import eval_transform
 from vitq.assets import DEMO_MODEL, demo_checkpoint, demo_images
 from vitq.models.loading import create_float_model
 from vitq.pipeline.workflow import ACCURACY_COLUMNS, quantize_and_evaluate
-from vitq.quant.config import parse_overrides
 from vitq.recipe import make_recipe, parse_settings
 from vitq.report.tables import text_table
 from vitq.results import write_results
@@ -51,22 +50,25 @@ VIT_SITES = {
 @click.option("--method", default="percentile", show_default=True, help="Method of every recipe (`vitq list`).")
 @click.option("--sites", default=None, help=f"Comma-separated site classes; default all: {', '.join(VIT_SITES)}.")
 @click.option("--quant", "quant_sets", multiple=True, metavar="KEY=VALUE",
-              help="Recipe setting for every record, repeatable, e.g. softmax_quantizer=uniform.")
-@click.option("--override", "overrides", multiple=True, metavar="PATTERN=JSON",
-              help="Per-quantizer setting for every record, repeatable (as `vitq quantize --override`).")
+              help="Recipe setting for every record, repeatable, e.g. softmax_quantizer=uniform or overrides={...}.")
 @click.option("--eval-limit", type=int, default=None, help="Evaluate on this many evaluation images.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Results file (JSON).")
 def main(data: Path | None, bits_spec: str, method: str, sites: str | None, quant_sets: tuple[str, ...],
-         overrides: tuple[str, ...], eval_limit: int | None, out: Path) -> None:
+         eval_limit: int | None, out: Path) -> None:
     """Each site class of a ViT block at 8 bits, the rest at --bits, paired against fp32."""
     logging.basicConfig(level=logging.WARNING)
     chosen = sites.split(",") if sites else list(VIT_SITES)
     unknown = [s for s in chosen if s not in VIT_SITES]
     if unknown:
         raise click.BadParameter(f"unknown site classes {unknown}; known: {list(VIT_SITES)}", param_hint="--sites")
-    settings, common = parse_settings(quant_sets), parse_overrides(overrides)
-    runs = [(site, make_recipe(bits, method, settings, {**common, **({VIT_SITES[site]: {"bits": 8}} if site else {})}))
-            for bits in bits_spec.split(",") for site in [None, *chosen]]
+    settings = parse_settings(quant_sets)
+    runs = []
+    for bits in bits_spec.split(","):
+        plain = make_recipe(bits, method, settings)
+        runs.append((None, plain))
+        for site in chosen:  # the site's pattern after the --quant overrides: it wins where both match
+            overrides = {**plain.format.overrides, VIT_SITES[site]: {"bits": 8}}
+            runs.append((site, make_recipe(bits, method, {**settings, "overrides": overrides})))
     model = create_float_model(DEMO_MODEL, checkpoint=demo_checkpoint())
     data = data or demo_images()
     calib, evaluation = load_splits(data, eval_transform(model), eval_limit)
@@ -79,6 +81,7 @@ def main(data: Path | None, bits_spec: str, method: str, sites: str | None, quan
         write_results(out, records)
         click.echo(f"{recipe.bits} {site or 'all sites'}: top-1 {record['top1']:.2f} agree {record['agreement']:.1f}", err=True)
     click.echo(text_table(records, [("site_at_8bit", "8-bit site"), *ACCURACY_COLUMNS]))
+
 
 if __name__ == "__main__":
     main()

@@ -200,3 +200,24 @@ def test_hybrid_summary_script_prints_the_report_table():
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "hybrid_summary.py")], capture_output=True, text=True,
                          check=True).stdout
     assert out.startswith("# Q-HyViT on hybrid ViTs") and hybrid_summary(hybrid_records(load_results())) in out
+
+
+def test_recon_report_reads_recipe_records_like_config_records(tmp_path):
+    """A record carrying ``recipe`` renders the same row as its ``config`` + top-level ``recon`` twin."""
+    from vitq.recipe import make_recipe
+
+    recipe = make_recipe("W4A4", "pfcr", {"iters": 90, "model_iters": 30, "reopen": 0.2}, seed=1)
+    result = {"model": "deit", "n_images": 8, "method": "pfcr", "bits": "W4A4", "top1": 60.0, "fp32_top1": 70.0, "drop": 10.0,
+              "agreement": 80.0, "kl": 0.5, "seconds": 12.0, "device": "cpu"}
+    new = {**result, "recipe": json.loads(json.dumps(recipe.to_dict()))}
+    config = {**recipe.format.to_dict(), "weight_observer": "mse", "method": "pfcr", "init_method": "percentile",
+              "recon": {"iters": 90, "model_iters": 30, "reopen": 0.2, "seed": 1}}
+    old = {**result, "config": config, "recon": json.loads(json.dumps(recipe.recon.to_dict()))}
+    rows = []
+    for name, record in (("new", new), ("old", old)):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"records": [record]}))
+        rows.append(subprocess.run([sys.executable, str(ROOT / "benchmarks" / "recon_report.py"), str(path)],
+                                   capture_output=True, text=True, check=True).stdout.splitlines()[2])
+    assert rows[0] == rows[1]
+    assert "| W4A4 | pfcr | percentile 99.9 (weights: mse) | qdrop-first, reopen 0.2 | 64/90/1, lr 0.1 + model 30" in rows[0]

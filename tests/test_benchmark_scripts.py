@@ -1,0 +1,31 @@
+"""The benchmark scripts load against the current API and document every option (their sweeps run for hours,
+so tests only import them; run one with the smallest settings, e.g. --eval-limit 8, to check it end to end)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_script(path: Path):
+    spec = importlib.util.spec_from_file_location(f"benchmark_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("path", sorted(BENCHMARKS.glob("*.py")), ids=lambda p: p.name)
+def test_script_imports_and_every_option_has_help(path):
+    main = load_script(path).main
+    if not isinstance(main, click.Command):
+        return  # a script without options (hybrid_summary.py)
+    undocumented = [p.name for p in main.params if isinstance(p, click.Option) and not p.help]
+    assert not undocumented, f"{path.name}: options without help text: {undocumented}"
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0, result.output
+    assert "python benchmarks/" in (load_script(path).__doc__ or ""), f"{path.name}: no example command in the docstring"
