@@ -149,3 +149,18 @@ def test_a_toy_family_and_toy_methods_quantize_end_to_end(toy_registrations, tmp
     assert recon.recon_losses["levels"][0]["units"] == 3
     listed = CliRunner().invoke(main, ["list"]).output
     assert "toy" in listed and "toy-recon" in listed
+
+
+@pytest.mark.parametrize(("rerun", "original", "method", "bits"), [
+    ("structure_rerun_w4a4_pfcr_fast.json", "fast_preset_model_level_w4a4_pfcr.json", "pfcr", "W4A4"),
+    ("structure_rerun_mobilevit_xxs_w6a6_qhyvit.json", "hybrid_cifar10_mobilevit_xxs.json", "qhyvit", "W6A6"),
+])
+def test_recorded_configurations_rerun_on_this_layout_match(rerun, original, method, bits):
+    """The restructured code re-ran two recorded configurations (same seed): top-1 within 0.3 points."""
+    import json
+
+    def top1(name: str) -> float:
+        records = json.loads((ROOT / "benchmarks" / "results" / name).read_text())["records"]
+        return next(r["top1"] for r in records if r["method"] == method and r["bits"] == bits)
+
+    assert abs(top1(rerun) - top1(original)) <= 0.3
