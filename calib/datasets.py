@@ -11,12 +11,19 @@ Supported layouts (chosen by :func:`open_dataset` from what is on disk):
 * CIFAR-10 archive: ``cifar10-train.tar.gz`` / ``cifar10-test.tar.gz`` holding
   ``cifar10/{train,test}/<class>/NNNN.jpg``. Calibration images come from the train archive,
   evaluation images from the test archive, so they never overlap.
+
+Every problem with the data is a one-line :class:`DataError` naming the file: a missing path, an
+unreadable or truncated archive, an image that does not decode, and an image larger than
+``VITQ_MAX_IMAGE_PIXELS`` pixels (default 178,956,970, where Pillow itself stops: a decompression-bomb
+guard; set the environment variable to raise or lower the limit).
 """
 from __future__ import annotations
 
 import io
+import os
 import re
 import tarfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +38,9 @@ SYNSETS_FILE = Path(__file__).with_name("imagenet_synsets.txt")
 CALIB_EVERY = 8
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 WNID_RE = re.compile(r"^(n\d{8})_")
+MAX_PIXELS_ENV = "VITQ_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 2 * 89_478_485  # Pillow refuses (DecompressionBombError) above twice its MAX_IMAGE_PIXELS
+ARCHIVE_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error)  # EOFError: a truncated .gz
 
 
 @dataclass(frozen=True)
@@ -85,9 +95,56 @@ def scan_cifar_archive(path: Path) -> list[Sample]:
                 parts = Path(member.name).parts
                 if member.isfile() and len(parts) >= 3 and parts[-2] in CIFAR10_CLASSES:
                     samples.append(Sample(member.name, CIFAR10_CLASSES.index(parts[-2]), calibration))
-    except (tarfile.TarError, OSError) as e:
-        raise DataError(f"cannot read CIFAR archive {path}: {e}") from None
+    except ARCHIVE_ERRORS as e:
+        raise DataError(f"cannot read CIFAR archive {path}: {_archive_problem(e)}") from None
     return sorted(samples, key=lambda s: s.source)
+
+
+def _archive_problem(error: Exception) -> str:
+    if isinstance(error, EOFError) or "unexpected end" in str(error).lower():
+        return "the file is truncated (it ends before the archive does)"
+    if isinstance(error, tarfile.ReadError) and "could not be opened" in str(error):
+        return "not a tar archive (plain, or compressed with gzip, bzip2 or xz)"
+    return f"{type(error).__name__}: {str(error)[:200] or 'unreadable'}"
+
+
+def max_image_pixels() -> int:
+    """The largest image (width x height) vitq decodes: ``VITQ_MAX_IMAGE_PIXELS`` or :data:`DEFAULT_MAX_PIXELS`."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise DataError(f"{MAX_PIXELS_ENV} must be a positive whole number of pixels, got {raw!r}")
+    return value
+
+
+def decode_image(data: bytes, source: str) -> Image.Image:
+    """An RGB image from encoded bytes; a :class:`DataError` naming ``source`` for anything Pillow rejects,
+    including images over :func:`max_image_pixels` (checked on the header, before decoding)."""
+    limit = max_image_pixels()
+    saved = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = None  # vitq applies its own limit below (Pillow's would only warn or raise later)
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > limit:
+            raise DataError(f"image {source} is {width}x{height} = {width * height:,} pixels, over the limit of {limit:,} "
+                            f"(a decompression-bomb guard; set {MAX_PIXELS_ENV} to allow larger images)")
+        return image.convert("RGB")
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - Pillow raises many types (OSError, SyntaxError, ValueError, ...) for bad files
+        if isinstance(e, UnidentifiedImageError):
+            detail = "not an image format Pillow can read"
+        else:
+            detail = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise DataError(f"cannot decode image {source}: {detail}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def scan(path: str | Path) -> tuple[str, list[Sample]]:
@@ -109,12 +166,20 @@ def scan(path: str | Path) -> tuple[str, list[Sample]]:
 
 
 class ImageDataset(Dataset):
-    """Decodes samples lazily (from files or from one in-memory tar) and applies a transform."""
+    """Decodes samples lazily (from files or from one in-memory tar) and applies a transform.
 
-    def __init__(self, samples: Sequence[Sample], transform: Callable, archive: Path | None = None) -> None:
+    ``kind`` is the layout (:func:`scan`) and ``num_classes`` the size of the label space the labels
+    come from (1000 for wnid folders, the class folders, 10 for CIFAR-10), when known. The transform may
+    be set after construction (scan the data first, build the model, then set ``transform``); None
+    yields PIL images."""
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable | None, archive: Path | None = None,
+                 kind: str | None = None, num_classes: int | None = None) -> None:
         self.samples = list(samples)
         self.transform = transform
         self.archive = archive
+        self.kind = kind
+        self.num_classes = num_classes
         self._members: dict[str, bytes] | None = None
 
     def __len__(self) -> int:
@@ -125,20 +190,37 @@ class ImageDataset(Dataset):
             return Path(source).read_bytes()
         if self._members is None:
             wanted = {s.source for s in self.samples}
-            with tarfile.open(self.archive) as tar:
-                self._members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.name in wanted}
+            try:
+                with tarfile.open(self.archive) as tar:
+                    self._members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.name in wanted}
+            except ARCHIVE_ERRORS as e:
+                raise DataError(f"cannot read CIFAR archive {self.archive}: {_archive_problem(e)}") from None
+        if source not in self._members:
+            raise DataError(f"cannot read CIFAR archive {self.archive}: member {source} disappeared")
         return self._members[source]
 
     def __getitem__(self, i: int):
         sample = self.samples[i]
         try:
-            image = Image.open(io.BytesIO(self._bytes(sample.source))).convert("RGB")
-        except (UnidentifiedImageError, OSError) as e:
-            raise DataError(f"cannot decode image {sample.source}: {e}") from None
-        return self.transform(image), sample.label
+            data = self._bytes(sample.source)
+        except OSError as e:
+            raise DataError(f"cannot read image {sample.source}: {e.strerror or e}") from None
+        image = decode_image(data, sample.source)
+        return (self.transform(image) if self.transform is not None else image), sample.label
 
 
-def open_split(path: str | Path, split: str, transform: Callable, limit: int | None = None) -> ImageDataset:
+def label_space(kind: str, root: Path) -> int | None:
+    """How many classes the labels of a layout index into."""
+    if kind == "wnid-folder":
+        return len(imagenet_wnids())
+    if kind == "cifar10":
+        return len(CIFAR10_CLASSES)
+    if kind == "class-folder":
+        return sum(1 for p in root.iterdir() if p.is_dir())
+    return None
+
+
+def open_split(path: str | Path, split: str, transform: Callable | None, limit: int | None = None) -> ImageDataset:
     """The ``calibration`` or ``evaluation`` split of the data at ``path``.
 
     For CIFAR-10, give either archive: calibration always reads ``cifar10-train``, evaluation
@@ -160,4 +242,4 @@ def open_split(path: str | Path, split: str, transform: Callable, limit: int | N
             raise DataError(f"image limit must be positive, got {limit}")
         step = len(chosen) / limit
         chosen = [chosen[int(i * step)] for i in range(limit)]
-    return ImageDataset(chosen, transform, archive=archive)
+    return ImageDataset(chosen, transform, archive=archive, kind=kind, num_classes=label_space(kind, path))

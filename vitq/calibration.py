@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from vitq.errors import VitqError
+from vitq.errors import NonFiniteError, VitqError
 from vitq.quant.hooks import run_until
 from vitq.quant.modules import QuantConv2d, QuantLinear
 from vitq.quant.quantizer import Quantizer
@@ -32,8 +32,16 @@ def activation_quantizers(model: nn.Module) -> list[Quantizer]:
     return [m for m in model.modules() if isinstance(m, Quantizer) and id(m) not in weights]
 
 
+def name_quantizers(model: nn.Module) -> None:
+    """Give every quantizer its module name (``Quantizer.label``) for error messages."""
+    for name, module in model.named_modules():
+        if isinstance(module, Quantizer):
+            module.label = f"quantizer {name}"
+
+
 @torch.no_grad()
 def init_weight_quantizers(model: nn.Module) -> None:
+    name_quantizers(model)
     for layer, quantizer in weight_quantizers(model):
         quantizer.start_observing()
         quantizer(layer.weight)
@@ -76,7 +84,12 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor], device: str = "
         q.start_observing()
     n_batches = 0
     for x in tqdm(batches, desc="calibrate", unit="batch", disable=not progress, leave=False):
-        model(x.to(device))
+        try:
+            model(x.to(device))
+        except NonFiniteError as e:
+            for q in acts:
+                q.observing, q.observer = False, None
+            raise NonFiniteError(f"calibration batch {n_batches}: {e} (the model overflows on these images)") from None
         n_batches += 1
     if n_batches == 0:
         raise VitqError("the calibration set is empty")

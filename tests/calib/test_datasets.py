@@ -104,3 +104,39 @@ def test_evaluation_split_with_zero_images(tmp_path):
     write_jpeg(tmp_path / "n01440764_tench.JPEG")  # class 0 -> calibration only
     with pytest.raises(DataError, match="evaluation split .* has zero images"):
         open_split(tmp_path, "evaluation", to_tensor)
+
+
+def test_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path, monkeypatch):
+    from calib.datasets import MAX_PIXELS_ENV, decode_image
+
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30)).save(buf, format="JPEG")
+    assert decode_image(buf.getvalue(), "a.jpg").size == (40, 30)
+    monkeypatch.setenv(MAX_PIXELS_ENV, "1000")
+    with pytest.raises(DataError, match=r"image a.jpg is 40x30 = 1,200 pixels, over the limit of 1,000 .*VITQ_MAX_IMAGE_PIXELS"):
+        decode_image(buf.getvalue(), "a.jpg")
+    monkeypatch.setenv(MAX_PIXELS_ENV, "1200")
+    assert decode_image(buf.getvalue(), "a.jpg").size == (40, 30)
+    monkeypatch.setenv(MAX_PIXELS_ENV, "-5")
+    with pytest.raises(DataError, match="must be a positive whole number"):
+        decode_image(buf.getvalue(), "a.jpg")
+    assert Image.MAX_IMAGE_PIXELS == pillow_limit  # Pillow's own setting is left as it was
+
+
+def test_truncated_cifar_archive_is_a_data_error(tmp_path):
+    train = make_cifar(tmp_path, "train", 6)
+    raw = train.read_bytes()
+    train.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError, match="cifar10-train.tar.gz: the file is truncated"):
+        open_split(train, "calibration", to_tensor)
+
+
+def test_datasets_know_their_label_space(tmp_path, sample_images):
+    assert open_split(sample_images, "evaluation", None, limit=2).num_classes == 1000
+    train = make_cifar(tmp_path, "train", 2)
+    make_cifar(tmp_path, "test", 2)
+    evaluation = open_split(train, "evaluation", None)
+    assert (evaluation.kind, evaluation.num_classes) == ("cifar10", 10)
+    image, label = evaluation[0]  # no transform yet: a PIL image
+    assert image.size == (32, 32) and label in (3, 8)

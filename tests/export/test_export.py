@@ -12,7 +12,8 @@ from tests.export.conftest import TINY, images, quantized_tiny_vit, tiny_vit
 from vitq.errors import VitqError
 from vitq.export.markers import export_reference
 from vitq.export.onnx_export import ExportOptions, export_onnx
-from vitq.export.parity import FLOAT_NOISE_SLACK, ParityError, ParityReport, check_parity, compare
+from vitq.export.options import MIN_AGREEMENT
+from vitq.export.parity import NodeCodes, ParityError, ParityReport, allowed_flips, check_parity, compare
 from vitq.models.wrap import wrap_model
 from vitq.quant.config import QuantConfig
 from vitq.recipe import make_recipe
@@ -84,32 +85,84 @@ def test_float_model_is_not_exportable(tmp_path):
         export_onnx(tiny_vit(), tmp_path / "m.onnx")
 
 
-def test_parity_failure_names_the_first_diverging_node(tiny_w8a8, tmp_path):
+def test_parity_passes_with_every_node_s_codes_compared(tiny_w8a8, tmp_path):
+    exported = export_onnx(tiny_w8a8, tmp_path / "m.onnx")
+    report = check_parity(exported.path, export_reference(tiny_w8a8), [images(16, seed=7)])
+    assert report.code_images == 16 and len(report.nodes) == sum(1 for s in exported.sites if not s.is_weight)
+    assert report.passes() and report.first_diverging_node() is None
+    assert all(n.off == 0 and n.float32_off == 0 for n in report.nodes)  # a stable model: no code more than a step off
+    assert "0 top-1 flips" in report.summary() and "codes within 1 step at" in report.summary()
+
+
+def test_a_wrong_scale_fails_and_names_the_node(tiny_w8a8, tmp_path):
+    """The torch reference's head input scale off by 50x (as if the export had it wrong): the default gate fails,
+    names head.input_quant and says what to do, in one line."""
     exported = export_onnx(tiny_w8a8, tmp_path / "m.onnx")
     broken = copy.deepcopy(tiny_w8a8)
     broken.head.input_quant.scale.data *= 50.0  # torch now disagrees from the head's input on
-    with pytest.raises(ParityError, match=r"first diverging node: head\.input_quant/QuantizeLinear"):
-        check_parity(exported.path, export_reference(broken), [images(32, seed=3)], min_agreement=100.0)
-
-
-def test_default_parity_gate_catches_a_wrong_scale(tiny_w8a8, tmp_path):
-    exported = export_onnx(tiny_w8a8, tmp_path / "m.onnx")
-    broken = copy.deepcopy(tiny_w8a8)
-    broken.head.input_quant.scale.data *= 50.0
-    with pytest.raises(ParityError, match="below the required"):
+    with pytest.raises(ParityError, match=r"codes diverge at head\.input_quant/QuantizeLinear") as info:
         check_parity(exported.path, export_reference(broken), [images(32, seed=3)])
+    message = str(info.value)
+    assert "\n" not in message and "report it" in message
 
 
-def _report(exact: float, float32: float) -> ParityReport:
-    return ParityReport(875, agreement=exact, exact_agreement=exact, float32_agreement=float32, max_abs_logit_error=0.1,
-                        mean_abs_logit_error=0.01, ort_top1=None, torch_top1=None)
+def test_a_wrong_scale_in_the_onnx_file_fails_at_that_node(tiny_w8a8, tmp_path):
+    exported = export_onnx(tiny_w8a8, tmp_path / "m.onnx")
+    model = onnx.load(str(exported.path))
+    node = next(n for n in model.graph.node if n.name == "blocks.1.mlp.fc1.input_quant/QuantizeLinear")
+    scale = next(t for t in model.graph.initializer if t.name == node.input[1])
+    scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * np.float32(50.0), scale.name))
+    onnx.save(model, str(tmp_path / "bad.onnx"))
+    report = compare(tmp_path / "bad.onnx", export_reference(tiny_w8a8), [images(32, seed=3)], code_images=32)
+    assert not report.passes() and report.first_diverging_node().node == node.name
+    assert report.first_diverging_node().off_percent > 50.0
+    assert all(not n.diverged() for n in report.nodes[:[n.node for n in report.nodes].index(node.name)])
 
 
-def test_parity_bar_follows_the_references_own_rounding_noise():
-    assert _report(99.6, 100.0).passes() and not _report(99.4, 100.0).passes()  # stable model: the 99.5 % bar
-    # a model on which torch float32 itself agrees with float64 on 98.7 %: ORT may land up to the slack below
-    assert _report(98.75 - FLOAT_NOISE_SLACK, 98.75).passes() and not _report(98.1, 98.75).passes()
-    assert _report(99.0, 100.0).required_agreement() == 99.5 and _report(99.0, 99.0).required_agreement() == 98.5
+def test_flip_bound_is_binomial():
+    # Binomial(64, 1 %): P(X > 4) < 1e-3 <= P(X > 3)
+    assert allowed_flips(64, 0.01) == 4 and allowed_flips(64, 0.0) == 0 and allowed_flips(0, 0.5) == 0
+    assert allowed_flips(250, 0.016) == 11 and allowed_flips(875, 0.0183) == 30
+    assert allowed_flips(64, 1.0) == 64
+    assert [allowed_flips(n, 0.01) for n in (16, 64, 256, 1024)] == sorted(allowed_flips(n, 0.01) for n in (16, 64, 256, 1024))
+
+
+def _report(n: int, flips: int, float32_flips: int, nodes: list[NodeCodes] | None = None) -> ParityReport:
+    return ParityReport(n, agreement=100.0 * (n - flips) / n, exact_agreement=100.0 * (n - flips) / n,
+                        float32_agreement=100.0 * (n - float32_flips) / n, max_abs_logit_error=0.1, mean_abs_logit_error=0.01,
+                        ort_top1=None, torch_top1=None, nodes=nodes or [])
+
+
+def test_flip_gate_depends_on_the_number_of_images_and_the_reference_s_own_noise():
+    # the issue: 1 flip in 64 images (98.44 %) is rounding noise, not a failed export
+    assert _report(64, 1, 0).passes() and _report(64, 4, 0).passes() and not _report(64, 5, 0).passes()
+    assert _report(64, 1, 0).required_agreement() == pytest.approx(100.0 * 60 / 64)
+    # torch float32 itself flips 12 of 64 (a W4A4 model on a knife's edge): ORT may flip as many, and some more
+    assert _report(64, 15, 12).passes() and not _report(64, 32, 12).passes()
+    # a broken export flips most images: fails at any n
+    assert not any(_report(n, n // 2, 1).passes() for n in (16, 64, 250, 875))
+    # the old fixed bar would have failed 1 in 64; the floor stays documented in options
+    assert _report(64, 1, 1).noise_flip_rate() == pytest.approx(max(1.0 - MIN_AGREEMENT / 100, 1 / 64))
+    assert _report(875, 0, 0, None).flips == 0 and ParityReport(875, 98.0, 98.0, 99.0, 0.1, 0.01, None, None).flips == 18
+
+
+def _node(off: int, float32_off: int, codes: int = 100_000) -> NodeCodes:
+    return NodeCodes("blocks.3.mlp.fc1.input_quant/QuantizeLinear", codes, off, off, 9, float32_off, float32_off)
+
+
+def test_code_gate_follows_the_float32_noise_at_the_same_node():
+    assert not _node(50, 0).diverged() and _node(200, 0).diverged()  # 0.05 % passes, 0.2 % fails where float32 is exact
+    assert not _node(30_000, 20_000).diverged()  # deep nodes: float32 itself has 20 % off, ORT 30 % is noise
+    assert _node(95_000, 25_000).diverged()  # a 50x scale: ~95 % off, far beyond
+    report = _report(64, 1, 1, [_node(0, 0), _node(95_000, 25_000)])
+    assert not report.passes() and report.flips_pass() and report.first_diverging_node() is report.nodes[1]
+    assert "codes diverge at blocks.3.mlp.fc1.input_quant/QuantizeLinear" in report.failure()
+
+
+def test_failure_says_what_to_run_next():
+    assert _report(64, 1, 0).failure() is None
+    message = _report(64, 10, 0).failure()
+    assert "10 of 64 images" in message and "--parity-images 256" in message and "\n" not in message
 
 
 def test_per_channel_activation_exports_as_float_fake_quant(tmp_path):

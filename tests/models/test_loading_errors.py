@@ -67,3 +67,35 @@ def test_checkpoint_for_another_model_name(tmp_path, cifar_checkpoint):
     path = cifar_checkpoint(tmp_path / "mvit.safetensors")
     with pytest.raises(VitqError, match="trained for mobilevit_xxs, not mobilevitv2_050"):
         create_float_model("mobilevitv2_050", checkpoint=path)
+
+
+def test_non_finite_weights_name_the_tensor(tmp_path):
+    sd = timm.create_model("deit_tiny_patch16_224").state_dict()
+    sd["blocks.3.attn.qkv.weight"][1, 2] = float("inf")
+    path = tmp_path / "inf.pth"
+    torch.save(sd, path)
+    with pytest.raises(VitqError, match=r"checkpoint .*inf.pth: tensor blocks.3.attn.qkv.weight has 1 NaN/Inf value\(s\)"):
+        create_float_model("deit_tiny_patch16_224", checkpoint=path)
+
+
+def test_pickled_objects_and_random_bytes_are_explained(tmp_path):
+    import argparse
+    import random
+
+    pickled = tmp_path / "full_model.pth"
+    torch.save({"model": {"w": torch.zeros(1)}, "args": argparse.Namespace(lr=0.1)}, pickled)
+    with pytest.raises(VitqError, match="not a plain tensor file: .*argparse.Namespace.*vitq never unpickles code") as e:
+        create_float_model("deit_tiny_patch16_224", checkpoint=pickled)
+    assert "weights_only" not in str(e.value)
+    noise = tmp_path / "noise.pth"
+    noise.write_bytes(random.Random(1).randbytes(512))
+    with pytest.raises(VitqError, match="noise.pth: not a PyTorch or safetensors weights file$"):
+        create_float_model("deit_tiny_patch16_224", checkpoint=noise)
+
+
+def test_classifier_hint_names_no_missing_option(tmp_path):
+    plain = tmp_path / "ten.pth"
+    torch.save(timm.create_model("deit_tiny_patch16_224", num_classes=10).state_dict(), plain)
+    with pytest.raises(VitqError) as e:
+        create_float_model("deit_tiny_patch16_224", checkpoint=plain)
+    assert "set num_classes" not in str(e.value) and "'vitq.model'" in str(e.value) and '"num_classes": 10' in str(e.value)

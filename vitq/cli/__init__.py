@@ -1,8 +1,10 @@
 """`vitq` command line: every command parses its options, calls the Python API and prints.
 
-Every user mistake surfaces as ``Error: <one line>`` with exit status 1 (no traceback, no partial
-output files). Commands import torch, timm and onnx inside their bodies, so ``vitq --help`` and
-``vitq list`` answer without loading them.
+Every user mistake surfaces as ``Error: <one line>`` with exit status 1 (2 for a malformed command
+line, click's usage errors) and no traceback, no partial output files; Ctrl-C prints ``Interrupted``
+and exits 130. Commands check their outputs and option values before loading a model or decoding an
+image. Commands import torch, timm and onnx inside their bodies, so ``vitq --help`` and ``vitq list``
+answer without loading them.
 """
 from __future__ import annotations
 
@@ -17,17 +19,21 @@ from vitq.cli.export import export_cmd
 from vitq.cli.listing import list_cmd
 from vitq.cli.quantize import quantize_cmd
 from vitq.cli.report import report_cmd
-from vitq.errors import USER_ERRORS
+from vitq.errors import EXIT_INTERRUPTED, USER_ERRORS
 
 
 class VitqGroup(click.Group):
-    """Turns user errors (``vitq.errors.USER_ERRORS``) into click's one-line ``Error:`` and exit status 1."""
+    """Turns user errors (``vitq.errors.USER_ERRORS``) into click's one-line ``Error:`` and exit status 1,
+    and Ctrl-C into one ``Interrupted`` line and exit status 130 (temporary files are gone by then)."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except USER_ERRORS as e:
-            raise click.ClickException(str(e)) from None
+            raise click.ClickException(" ".join(str(e).split()) or type(e).__name__) from None
+        except KeyboardInterrupt:
+            click.echo("Interrupted", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
 
 
 @click.group(cls=VitqGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -7,7 +7,18 @@ from pathlib import Path
 import click
 
 from vitq.bench.variants import DEFAULT_VARIANTS
-from vitq.cli.options import data_option, data_or_demo, limit_option, results_option
+from vitq.cli.options import (
+    check_input_file,
+    check_output,
+    check_output_dir,
+    check_results_file,
+    data_option,
+    data_or_demo,
+    limit_option,
+    name_list,
+    results_option,
+    warn_label_space,
+)
 from vitq.errors import VitqError
 
 
@@ -42,22 +53,38 @@ def bench_cmd(qcheckpoint: Path, target: str, data: Path | None, limit: int | No
               batch_spec: str, runs: int, large_batch_runs: int, variant_spec: str, workdir: Path | None,
               results_file: Path | None, markdown_file: Path | None) -> None:
     """Benchmark QCHECKPOINT's vitq int8 export against fp32 and onnxruntime quantize_static on TARGET."""
-    from calib.loaders import images_only, load_splits
+    from vitq.bench.targets import resolve_target
+
+    resolve_target(target)  # fail before any slow work: unknown target, no GPU build of onnxruntime
+    variants = name_list(variant_spec, "--variants", DEFAULT_VARIANTS)
+    threads, batches = int_list(threads_spec, "--threads"), int_list(batch_spec, "--batch")
+    check_input_file(qcheckpoint, "quantized checkpoint")
+    if results_file and markdown_file and results_file.resolve() == markdown_file.resolve():
+        raise VitqError(f"--results-file and --markdown are the same file ({results_file}); give each its own name")
+    check_results_file(results_file, qcheckpoint, data)
+    check_output(markdown_file, qcheckpoint, data, suffix=(".md", ".markdown"), what="markdown report")
+    check_output_dir(workdir, "--workdir")
+
+    from calib.datasets import open_split
+    from calib.loaders import images_only, load_batches
     from calib.transforms import eval_transform
     from vitq.bench.report import accuracy_table, markdown, speed_table
     from vitq.bench.runner import BenchConfig
-    from vitq.bench.targets import resolve_target
     from vitq.files import atomic_write
     from vitq.pipeline.bench import bench_quantized
     from vitq.pipeline.checkpoint import load_quantized
     from vitq.results import machine, provenance, write_results
 
-    resolve_target(target)  # fail before any slow work
-    config = BenchConfig(target, int_list(threads_spec, "--threads"), int_list(batch_spec, "--batch"), runs, large_batch_runs,
-                         tuple(v.strip() for v in variant_spec.split(",") if v.strip()))
-    qm = load_quantized(qcheckpoint)
+    config = BenchConfig(target, threads, batches, runs, large_batch_runs, variants)
     data_path = data_or_demo(data)
-    calib, evaluation = load_splits(data_path, eval_transform(qm.model), limit, calib_limit=calib_size)
+    splits = [open_split(data_path, "calibration", None, limit=calib_size),  # data errors before the model loads
+              open_split(data_path, "evaluation", None, limit=limit)]
+    qm = load_quantized(qcheckpoint)
+    warn_label_space(qm.model, qm.model_name, splits[1], data_path)
+    for split in splits:
+        split.transform = eval_transform(qm.model)
+    calib = load_batches(splits[0], 32, desc="load calibration images")
+    evaluation = load_batches(splits[1], 32, desc="load evaluation images")
     with tempfile.TemporaryDirectory(prefix="vitq-bench-") as tmp:
         report = bench_quantized(qm, images_only(calib), evaluation, workdir or Path(tmp), config, dataset=str(data_path))
     click.echo(accuracy_table(report))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from vitq.cli.options import batch_option, limit_option, results_option, seed_everything
+from vitq.cli.options import batch_option, check_results_file, limit_option, results_option, seed_everything
 from vitq.errors import VitqError
 
 
@@ -22,10 +22,16 @@ def demo_cmd(bits_spec: str, method: str, limit: int | None, batch_size: int, re
     from vitq.methods import get_method
     from vitq.recipe import make_recipe
 
+    check_results_file(results_file)
     if get_method(method).reconstructs:
         raise VitqError(f"the demo runs calibration and baseline methods, not reconstruction ({method!r}); "
-                               "use `vitq quantize --preset w4a4-pfcr-fast`")
-    recipes = [make_recipe(bits.strip(), method) for bits in bits_spec.split(",") if bits.strip()]
+                        "use `vitq quantize --preset w4a4-pfcr-fast`")
+    bits_list = [bits.strip().upper() for bits in bits_spec.split(",") if bits.strip()]
+    if not bits_list:
+        raise VitqError(f"--bits lists no bit-widths, got {bits_spec!r} (e.g. W8A8,W4A4)")
+    if len(set(bits_list)) != len(bits_list):
+        raise VitqError(f"--bits names a bit-width more than once: {bits_spec!r}")
+    recipes = [make_recipe(bits, method) for bits in bits_list]
 
     from calib.loaders import images_only, load_splits
     from calib.transforms import eval_transform

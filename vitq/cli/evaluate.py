@@ -6,7 +6,18 @@ from pathlib import Path
 
 import click
 
-from vitq.cli.options import batch_option, check_device, data_option, data_or_demo, device_option, limit_option, results_option
+from vitq.cli.options import (
+    batch_option,
+    check_device,
+    check_input_file,
+    check_results_file,
+    data_option,
+    data_or_demo,
+    device_option,
+    limit_option,
+    results_option,
+    warn_label_space,
+)
 
 
 @click.command("eval")
@@ -20,6 +31,8 @@ from vitq.cli.options import batch_option, check_device, data_option, data_or_de
 def eval_cmd(qcheckpoint: Path, data: Path | None, limit: int | None, batch_size: int, device: str, as_json: bool,
              results_file: Path | None) -> None:
     """Evaluate a quantized checkpoint against its own fp32 weights on the evaluation split."""
+    check_input_file(qcheckpoint, "quantized checkpoint")
+    check_results_file(results_file, qcheckpoint, data)
     device = check_device(device)
     from calib.datasets import open_split
     from calib.loaders import load_batches
@@ -28,9 +41,11 @@ def eval_cmd(qcheckpoint: Path, data: Path | None, limit: int | None, batch_size
     from vitq.pipeline.workflow import accuracy_table, evaluate_quantized
     from vitq.results import write_results
 
-    qm = load_quantized(qcheckpoint)
     data_path = data_or_demo(data)
-    dataset = open_split(data_path, "evaluation", eval_transform(qm.model), limit=limit)
+    dataset = open_split(data_path, "evaluation", None, limit=limit)  # data errors before the model loads
+    qm = load_quantized(qcheckpoint)
+    warn_label_space(qm.model, qm.model_name, dataset, data_path)
+    dataset.transform = eval_transform(qm.model)
     batches = load_batches(dataset, batch_size, desc="load evaluation images")
     record = evaluate_quantized(qm, batches, str(data_path), device).record()
     if results_file:

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import click
 
-from vitq.cli.options import data_option, data_or_demo
-from vitq.errors import VitqError
+from vitq.cli.options import check_input_file, check_output, data_option, data_or_demo
 from vitq.export.options import ACTIVATION_TYPES, MIN_AGREEMENT, WEIGHT_CONTAINERS
 
 
@@ -23,7 +22,7 @@ from vitq.export.options import ACTIVATION_TYPES, MIN_AGREEMENT, WEIGHT_CONTAINE
 @data_option
 @click.option("--parity-images", type=click.IntRange(min=0), default=64, show_default=True,
               help="Evaluation images for the parity check; 0 skips it.")
-@click.option("--min-agreement", type=float, default=MIN_AGREEMENT, show_default=True,
+@click.option("--min-agreement", type=click.FloatRange(0.0, 100.0), default=MIN_AGREEMENT, show_default=True,
               help="Required top-1 agreement (%) of onnxruntime with torch fake-quant run in float64; lowered to torch "
                    "float32's own agreement with float64 less 0.5 when the model is that sensitive to rounding noise.")
 @click.option("--ort", "ort_format", is_flag=True, help="Also write an ORT-format .ort next to OUTPUT (mobile).")
@@ -32,8 +31,10 @@ from vitq.export.options import ACTIVATION_TYPES, MIN_AGREEMENT, WEIGHT_CONTAINE
 def export_cmd(qcheckpoint: Path, output: Path, weight_container: str | None, activation_type: str, data: Path | None,
                parity_images: int, min_agreement: float, ort_format: bool, as_float: bool) -> None:
     """Export QCHECKPOINT (from `vitq quantize`) to OUTPUT (.onnx)."""
-    if output.suffix != ".onnx":
-        raise VitqError(f"output must end in .onnx, got {output}")
+    check_output(output, qcheckpoint, data, suffix=".onnx")
+    if ort_format:
+        check_output(output.with_suffix(".ort"), qcheckpoint, data, what="ORT-format output")
+    check_input_file(qcheckpoint, "quantized checkpoint")
     from calib.datasets import open_split
     from calib.loaders import load_batches
     from calib.transforms import eval_transform
@@ -43,6 +44,9 @@ def export_cmd(qcheckpoint: Path, output: Path, weight_container: str | None, ac
     from vitq.export.parity import check_parity
     from vitq.pipeline.checkpoint import load_quantized
 
+    parity_data = None
+    if parity_images and not as_float:  # data errors before the model loads
+        parity_data = open_split(data_or_demo(data), "evaluation", None, limit=parity_images)
     qm = load_quantized(qcheckpoint)
     if as_float:
         export_float(qm.model, output)
@@ -54,10 +58,10 @@ def export_cmd(qcheckpoint: Path, output: Path, weight_container: str | None, ac
             exported = export_onnx(qm.model, Path(tmp) / output.name, ExportOptions(container, activation_type))
             click.echo(f"exported {qm.model_name} {qm.recipe.bits}: {len(exported.sites)} quantized tensors, "
                        f"opset {exported.opset}, {exported.size_mb:.2f} MB ({container} weights, {activation_type} activations)")
-            if parity_images:
-                dataset = open_split(data_or_demo(data), "evaluation", eval_transform(qm.model), limit=parity_images)
+            if parity_data is not None:
+                parity_data.transform = eval_transform(qm.model)
                 report = check_parity(exported.path, export_reference(qm.model),
-                                      load_batches(dataset, 32, desc="load parity images"), min_agreement)
+                                      load_batches(parity_data, 32, desc="load parity images"), min_agreement)
                 click.echo(report.summary())
             os.replace(exported.path, output)
         click.echo(f"wrote {output}")

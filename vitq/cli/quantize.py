@@ -5,7 +5,18 @@ from pathlib import Path
 
 import click
 
-from vitq.cli.options import batch_option, check_device, data_option, data_or_demo, device_option, seed_everything, seed_option
+from vitq.cli.options import (
+    batch_option,
+    check_device,
+    check_input_file,
+    check_output,
+    data_option,
+    data_or_demo,
+    device_option,
+    seed_everything,
+    seed_option,
+    warn_unmatched_overrides,
+)
 
 
 @click.command("quantize")
@@ -30,25 +41,31 @@ from vitq.cli.options import batch_option, check_device, data_option, data_or_de
 def quantize_cmd(model_name: str, output: Path, preset: str | None, recipe_file: Path | None, bits: str | None,
                  method: str | None, settings: tuple[str, ...], checkpoint: Path | None,
                  pretrained: bool, data: Path | None, calib_size: int | None, batch_size: int, seed: int, device: str) -> None:
-    """Quantize MODEL_NAME (a timm name) with calibration images and save a reloadable checkpoint to OUTPUT."""
+    """Quantize MODEL_NAME (a timm name) with calibration images and save a reloadable checkpoint to OUTPUT (.pt)."""
     from vitq.recipe import parse_settings, recipe_from_options
 
+    check_output(output, checkpoint, recipe_file, data, suffix=".pt")
     recipe = recipe_from_options(preset, recipe_file, bits, method, parse_settings(settings), seed=seed)
     device = check_device(device)
 
     from calib.datasets import open_split
     from calib.loaders import images_only, load_batches
     from calib.transforms import eval_transform
-    from vitq.models.loading import create_float_model
+    from vitq.models.loading import check_model_name, create_float_model
     from vitq.pipeline.checkpoint import save_quantized
     from vitq.pipeline.quantize import quantize
 
+    check_model_name(model_name)
+    if checkpoint is not None:
+        check_input_file(checkpoint, "checkpoint")
+    data_path = data_or_demo(data)
+    dataset = open_split(data_path, "calibration", None, limit=calib_size)  # data errors before the model loads
     seed_everything(seed)
     model = create_float_model(model_name, checkpoint=checkpoint, pretrained=pretrained)
-    data_path = data_or_demo(data)
-    dataset = open_split(data_path, "calibration", eval_transform(model), limit=calib_size)
+    dataset.transform = eval_transform(model)
     calib = load_batches(dataset, batch_size, desc="load calibration images")
     qm = quantize(model, model_name, images_only(calib), recipe, device=device, inplace=True)
+    warn_unmatched_overrides(recipe, qm.model, model_name)
     save_quantized(output, qm, {"calibration_images": len(dataset), "data": str(data_path), "seed": seed,
                                 "float_layers": qm.float_layers})
     for level in (qm.recon_losses or {}).get("levels", []):

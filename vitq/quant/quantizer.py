@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vitq.errors import VitqError
+from vitq.errors import NonFiniteError, VitqError
 from vitq.quant.config import check_bits
 from vitq.quant.observers import IntRange, Observer, make_observer
 
@@ -61,6 +61,7 @@ class Quantizer(nn.Module):
         self.observer_name = observer
         self.observer_kwargs = dict(observer_kwargs or {})
         self.observer: Observer | None = None
+        self.label = "a quantizer"  # its module name once calibration has named it (error messages)
         self.register_buffer("initialized", torch.tensor(False))
 
     def extra_repr(self) -> str:
@@ -79,8 +80,11 @@ class Quantizer(nn.Module):
         self.observing = False
         if self.enabled:
             if self.observer is None or not self.observer.seen:
-                raise VitqError("a quantizer saw no data during calibration (is the calibration set empty?)")
+                raise VitqError(f"{self.label} saw no data during calibration (is the calibration set empty?)")
             self._set_from_observer(self.observer)
+            scale = getattr(self, "scale", None)
+            if isinstance(scale, torch.Tensor) and not bool(torch.isfinite(scale).all()):
+                raise NonFiniteError(f"calibration gave {self.label} a NaN/Inf scale")
             self.initialized.fill_(True)
         self.observer = None
 
@@ -91,6 +95,8 @@ class Quantizer(nn.Module):
         if not self.enabled:
             return x
         if self.observing:
+            if not bool(torch.isfinite(x).all()):  # cheap next to the observer; a NaN range would make every scale NaN
+                raise NonFiniteError(f"{self.label} saw {int((~torch.isfinite(x)).sum())} NaN/Inf value(s)")
             self.observer.update(self._rows(x))
             return x
         if not bool(self.initialized):
