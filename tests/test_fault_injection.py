@@ -214,6 +214,12 @@ def q(*extra) -> Callable[..., list[str]]:
                                *[e(n, out) if callable(e) else e for e in extra]]
 
 
+def qc(checkpoint: str, *extra) -> Callable[..., list[str]]:
+    """``vitq quantize MODEL OUT/o.pt --checkpoint <n.checkpoint>`` (one of the bad float checkpoints), then ``extra``."""
+    return lambda n, out, mp: ["quantize", MODEL, str(out / "o.pt"), "--checkpoint", str(getattr(n, checkpoint)),
+                               *[e(n, out) if callable(e) else e for e in extra]]
+
+
 def ev(path: Callable, *extra) -> Callable[..., list[str]]:
     """``vitq eval QCKPT --data <4 CIFAR test images>`` for the checkpoint ``path(n)``."""
     return lambda n, out, mp: ["eval", str(path(n)), "--data", str(n.test), *extra]
@@ -359,23 +365,18 @@ CASES = [
     Case("quantize-checkpoint-for-another-model", lambda n, out, mp: ["quantize", "deit_small_patch16_224", str(out / "o.pt"),
                                                                       "--checkpoint", str(n.tiny), "--data", str(n.train)],
          "trained for deit_tiny_patch16_224, not deit_small_patch16_224"),
-    Case("quantize-checkpoint-zeros-safetensors", lambda n, out, mp: ["quantize", MODEL, str(out / "o.pt"), "--checkpoint", str(n.zeros)],
-         "not a safetensors file"),
-    Case("quantize-checkpoint-random-bytes", lambda n, out, mp: ["quantize", MODEL, str(out / "o.pt"), "--checkpoint", str(n.random)],
-         "not a PyTorch or safetensors weights file"),
-    Case("quantize-checkpoint-pickled-objects", lambda n, out, mp: ["quantize", MODEL, str(out / "o.pt"), "--checkpoint", str(n.pickle)],
+    *(Case(f"quantize-checkpoint-{name}", qc(attr, *extra), expected) for name, attr, extra, expected in (
+        ("zeros-safetensors", "zeros", (), "not a safetensors file"),
+        ("random-bytes", "random", (), "not a PyTorch or safetensors weights file"),
+        ("pickled-objects", "pickle", (),
          "not a plain tensor file: it holds pickled Python objects (GLOBAL types.SimpleNamespace), and vitq never unpickles code"),
-    Case("quantize-checkpoint-empty", lambda n, out, mp: ["quantize", MODEL, str(out / "o.pt"), "--checkpoint", str(n.empty)],
-         "the file is empty"),
-    Case("quantize-checkpoint-truncated", lambda n, out, mp: ["quantize", MODEL, str(out / "o.pt"), "--checkpoint", str(n.truncated)],
-         "truncated or damaged PyTorch file"),
-    Case("quantize-checkpoint-not-tensors", lambda n, out, mp: ["quantize", MODEL, str(out / "o.pt"), "--checkpoint", str(n.not_tensors)],
-         "does not contain a state dict of tensors"),
-    Case("quantize-checkpoint-ten-classes", lambda n, out, mp: ["quantize", MODEL, str(out / "o.pt"), "--checkpoint", str(n.ten_class)],
+        ("empty", "empty", (), "the file is empty"),
+        ("truncated", "truncated", (), "truncated or damaged PyTorch file"),
+        ("not-tensors", "not_tensors", (), "does not contain a state dict of tensors"),
+        ("ten-classes", "ten_class", (),
          "the checkpoint's classifier has 10 classes, the model 1000: vitq builds timm's default head unless a .safetensors"),
-    Case("quantize-checkpoint-nan-weight", lambda n, out, mp: ["quantize", MODEL, str(out / "o.pt"), "--checkpoint", str(n.nan),
-                                                               "--data", str(n.train)],
-         "tensor blocks.3.attn.qkv.weight has 1 NaN/Inf value(s)"),
+        ("nan-weight", "nan", ("--data", lambda n, out: str(n.train)), "tensor blocks.3.attn.qkv.weight has 1 NaN/Inf value(s)"),
+    )),
     # calibration and saving
     Case("quantize-activations-overflow", lambda n, out, mp: ["quantize", MODEL, str(out / "o.pt"), "--checkpoint", str(n.overflow),
                                                               "--data", str(n.train), "--method", "minmax"],

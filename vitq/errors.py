@@ -16,5 +16,4 @@ class NonFiniteError(VitqError):
 
 
 USER_ERRORS = (VitqError, DataError)
-EXIT_BAD_INPUT = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it

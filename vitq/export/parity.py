@@ -21,7 +21,7 @@ decides on two things instead:
   an export that flips most images fails at any ``n``.
 
 Measured numbers behind the constants: benchmarks/results/parity_gate_deit_tiny.json
-(``python tests/export/measure_parity_gate.py``).
+(``python benchmarks/parity_gate.py``).
 """
 from __future__ import annotations
 
@@ -416,20 +416,3 @@ class CodeProbe:
 def _tv_percent(a: np.ndarray, b: np.ndarray) -> float:
     """Total-variation distance between two histograms, in %."""
     return 50.0 * float(np.abs(a / max(a.sum(), 1) - b / max(b.sum(), 1)).sum())
-
-
-def code_agreement(onnx_path: str | Path, reference: nn.Module, images: torch.Tensor) -> list[NodeCodes]:
-    """:class:`CodeProbe` on ``images``: per QuantizeLinear node, ORT and torch float32 codes against float64."""
-    probe = CodeProbe(onnx_path, reference)
-    probe.run(images)
-    return probe.nodes()
-
-
-def first_divergence(onnx_path: str | Path, reference: nn.Module, x: torch.Tensor, max_codes_off: float = MAX_CODES_OFF) -> str:
-    """The first QuantizeLinear (graph order) whose ORT codes diverge from torch float64's beyond rounding noise,
-    described, else ``logits``."""
-    nodes = code_agreement(onnx_path, reference, x)
-    node = next((n for n in nodes if n.diverged(max_codes_off)), None)
-    if node is not None:
-        return node.describe(max_codes_off)
-    return f"logits (all {len(nodes)} quantized tensors match; the float ops after them differ)"

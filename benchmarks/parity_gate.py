@@ -1,4 +1,4 @@
-"""Measure what the parity gate decides on (not a test; writes benchmarks/results/parity_gate_deit_tiny.json).
+"""Measure what the parity gate decides on (writes benchmarks/results/parity_gate_deit_tiny.json).
 
 For quantized DeiT-Tiny checkpoints (from `vitq quantize`) on the bundled evaluation images: ORT vs torch
 float64 top-1 flips and torch float32's own flips at 64 images and at all of them, the per-QuantizeLinear
@@ -9,7 +9,7 @@ tests/export/test_export.py).
     vitq quantize deit_tiny_patch16_224 q8.pt --checkpoint assets/deit_tiny_patch16_224.safetensors --bits W8A8
     vitq quantize deit_tiny_patch16_224 q4.pt --checkpoint assets/deit_tiny_patch16_224.safetensors \
         --bits W4A4 --method pfcr --set recon_preset=ci
-    nice python tests/export/measure_parity_gate.py q8.pt q4.pt --out benchmarks/results/parity_gate_deit_tiny.json
+    nice python benchmarks/parity_gate.py q8.pt q4.pt --out benchmarks/results/parity_gate_deit_tiny.json
 """
 from __future__ import annotations
 
@@ -102,10 +102,12 @@ class Subject:
 
 @click.command()
 @click.argument("checkpoints", nargs=-1, type=click.Path(exists=True, path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Results file (JSON).")
 @click.option("--small", default=64, show_default=True, help="The export command's default parity sample.")
-@click.option("--bug-sites", default="head.input_quant,blocks.6.mlp.fc1.input_quant", show_default=True)
+@click.option("--bug-sites", default="head.input_quant,blocks.6.mlp.fc1.input_quant", show_default=True,
+              help="Comma-separated quantizers whose exported scale is multiplied by 50 (the simulated export bug).")
 def main(checkpoints: tuple[Path, ...], out: Path, small: int, bug_sites: str) -> None:
+    """Per node and per sample size, what the parity gate sees on real exports and on a broken one."""
     torch.set_num_threads(2)
     records, nodes = [], {}
     fp32_pred = None
