@@ -24,6 +24,7 @@ FORBIDDEN = {
     "export": ("models", "recon", "baselines", "methods", "recipe", "pipeline", "bench", "cli"),
     "bench": ("models", "recon", "baselines", "methods", "recipe", "pipeline", "cli"),
     "pipeline": ("cli",),
+    "distributed": (*CORE, "cli"),  # a leaf beside errors and files: every layer may use it
 }
 
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from vitq import distributed
 from vitq.errors import NonFiniteError, VitqError
 from vitq.quant.hooks import run_until
 from vitq.quant.modules import QuantConv2d, QuantLinear
@@ -94,6 +95,8 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor], device: str = "
     if n_batches == 0:
         raise VitqError("the calibration set is empty")
     for q in acts:
+        if q.observer is not None:
+            q.observer.merge()  # under torchrun: the statistics of every rank's images
         q.stop_observing()
     log.info("calibrated %d weight and %d activation quantizers", sum(1 for _ in weight_quantizers(model)), len(acts))
 
@@ -125,5 +128,6 @@ def correct_biases(model: nn.Module, batches: Iterable[torch.Tensor], device: st
             count += error.shape[0]
 
         run_until(model, layer, batches, accumulate, after=True)  # the rest of the network cannot change this layer's error
+        total, (count,) = distributed.summed(total), distributed.sum_over_ranks(count)  # under torchrun: every rank's images
         layer.bias_delta -= total / count
     return len(layers)

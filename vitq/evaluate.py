@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from vitq import distributed
+
 
 @dataclass
 class EvalResult:
@@ -71,6 +73,10 @@ def evaluate(
             t.agree += int((out.argmax(-1) == ref.argmax(-1)).sum())
             logp = F.log_softmax(out, dim=-1)
             t.kl += float((ref_logp.exp() * (ref_logp - logp)).sum())
+    if distributed.active():  # under torchrun: the tallies of every rank's images
+        for t in tallies.values():
+            n, top1, top5, agree, t.kl = distributed.sum_over_ranks(t.n, t.top1, t.top5, t.agree, t.kl)
+            t.n, t.top1, t.top5, t.agree = int(n), int(top1), int(top5), int(agree)
     if next(iter(tallies.values())).n == 0:
         raise ValueError("no images to evaluate")
     return {

@@ -33,3 +33,34 @@ def test_unknown_unit_is_one_line_error(deit_checkpoint, tmp_path):
     assert last.startswith("Error: schedule names unknown unit(s) ['blocks.12']; units of this model and schedule: blocks.0.attn")
     assert "Traceback" not in result.output
     assert not (tmp_path / "q.pt").exists()
+
+
+def test_quantize_resume_continues_an_interrupted_run_bit_identical(deit_checkpoint, tmp_path, monkeypatch):
+    import torch
+
+    from vitq.recon.resume import ResumeFile
+
+    args = quantize_args(deit_checkpoint, tmp_path, "blocks.0.attn,blocks.0.mlp,blocks.1.attn")
+    assert CliRunner().invoke(main, args).exit_code == 0
+    uninterrupted = torch.load(tmp_path / "q.pt", weights_only=True)["state_dict"]
+    (tmp_path / "q.pt").unlink()
+    assert not (tmp_path / "q.pt.resume").exists()  # removed once the checkpoint is saved
+
+    real_save = ResumeFile.save
+
+    def interrupt_after_first_unit(self, *a, **kw):
+        real_save(self, *a, **kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ResumeFile, "save", interrupt_after_first_unit)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 130 and (tmp_path / "q.pt.resume").is_file() and not (tmp_path / "q.pt").exists()
+    monkeypatch.setattr(ResumeFile, "save", real_save)
+
+    other = CliRunner().invoke(main, [*args, "--set", "iters=3", "--resume"])
+    assert other.exit_code == 1 and "another model, recipe or calibration set" in other.output.strip().splitlines()[-1]
+    result = CliRunner().invoke(main, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    resumed = torch.load(tmp_path / "q.pt", weights_only=True)["state_dict"]
+    assert not (tmp_path / "q.pt.resume").exists()
+    assert [k for k in uninterrupted if not torch.equal(uninterrupted[k], resumed[k])] == []

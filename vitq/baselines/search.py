@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from vitq import distributed
 from vitq.calibration import quantization_disabled
 from vitq.quant.hooks import StopForward, run_until
 from vitq.quant.modules import QuantConv2d, QuantLinear, QuantMatMul
@@ -193,7 +194,8 @@ def layer_loss(layer: nn.Module, data: LayerData, metric: Metric, device: str) -
     for i, args in enumerate(data.inputs):
         grad = data.grads[i].to(device) if data.grads is not None else None
         total += float(metric(layer(*(a.to(device) for a in args)), data.targets[i].to(device), grad))
-    return total / data.n_samples
+    total, n_samples = distributed.sum_over_ranks(total, data.n_samples)  # under torchrun: over every rank's images
+    return total / n_samples
 
 
 def search_layer(layer: nn.Module, data: LayerData, metric: Metric, settings: SearchSettings, device: str) -> tuple[float, float]:

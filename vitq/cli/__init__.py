@@ -9,6 +9,7 @@ answer without loading them.
 from __future__ import annotations
 
 import logging
+import os
 
 import click
 
@@ -21,16 +22,31 @@ from vitq.cli.quantize import quantize_cmd
 from vitq.cli.report import report_cmd
 from vitq.errors import EXIT_INTERRUPTED, USER_ERRORS
 
+DISTRIBUTED_COMMANDS = ("quantize", "eval")  # the commands that shard their images under torchrun
+
+
+def rank_label() -> str:
+    """``"rank N: "`` in a job of several processes (torchrun sets RANK and WORLD_SIZE), else ``""``."""
+    return f"rank {os.environ.get('RANK', '0')}: " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+
 
 class VitqGroup(click.Group):
     """Turns user errors (``vitq.errors.USER_ERRORS``) into click's one-line ``Error:`` and exit status 1,
-    and Ctrl-C into one ``Interrupted`` line and exit status 130 (temporary files are gone by then)."""
+    and Ctrl-C into one ``Interrupted`` line and exit status 130 (temporary files are gone by then).
+    Under torchrun each rank's error names the rank, and a command that cannot shard is refused."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name, command, rest = super().resolve_command(ctx, args)
+        if rank_label() and command is not None and command.name not in DISTRIBUTED_COMMANDS:
+            raise click.UsageError(f"vitq {command.name} runs in one process; launch it without torchrun "
+                                   f"(under torchrun: {', '.join(DISTRIBUTED_COMMANDS)})")
+        return name, command, rest
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except USER_ERRORS as e:
-            raise click.ClickException(" ".join(str(e).split()) or type(e).__name__) from None
+            raise click.ClickException(rank_label() + (" ".join(str(e).split()) or type(e).__name__)) from None
         except KeyboardInterrupt:
             click.echo("Interrupted", err=True)
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
@@ -44,6 +60,8 @@ def main(verbose: int) -> None:
     Typical flow: vitq quantize -> vitq eval -> vitq export -> vitq bench (vitq demo runs it all on
     the bundled DeiT-Tiny). vitq list shows the model families, methods and recipe presets."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    if rank_label() and os.environ.get("RANK", "0") != "0":
+        level = logging.ERROR  # one rank reports; the others speak only when they fail
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 

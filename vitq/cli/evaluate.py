@@ -15,7 +15,9 @@ from vitq.cli.options import (
     data_or_demo,
     device_option,
     limit_option,
+    rank_shard,
     results_option,
+    runs_distributed,
     warn_label_space,
 )
 
@@ -28,6 +30,7 @@ from vitq.cli.options import (
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result record as JSON instead of a table.")
 @results_option
+@runs_distributed
 def eval_cmd(qcheckpoint: Path, data: Path | None, limit: int | None, batch_size: int, device: str, as_json: bool,
              results_file: Path | None) -> None:
     """Evaluate a quantized checkpoint against its own fp32 weights on the evaluation split."""
@@ -37,6 +40,7 @@ def eval_cmd(qcheckpoint: Path, data: Path | None, limit: int | None, batch_size
     from calib.datasets import open_split
     from calib.loaders import load_batches
     from calib.transforms import eval_transform
+    from vitq import distributed
     from vitq.pipeline.checkpoint import load_quantized
     from vitq.pipeline.workflow import accuracy_table, evaluate_quantized
     from vitq.results import write_results
@@ -46,8 +50,13 @@ def eval_cmd(qcheckpoint: Path, data: Path | None, limit: int | None, batch_size
     qm = load_quantized(qcheckpoint)
     warn_label_space(qm.model, qm.model_name, dataset, data_path)
     dataset.transform = eval_transform(qm.model)
-    batches = load_batches(dataset, batch_size, desc="load evaluation images")
-    record = evaluate_quantized(qm, batches, str(data_path), device).record()
+    main = distributed.is_main()
+    batches = load_batches(rank_shard(dataset), batch_size, progress=main, desc="load evaluation images")
+    record = evaluate_quantized(qm, batches, str(data_path), device, progress=main).record()
+    if not main:
+        return
+    if distributed.active():
+        record["distributed"] = distributed.shard_record(len(dataset))
     if results_file:
         write_results(results_file, [record])
     if as_json:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import logging
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,31 @@ def check_device(device: str) -> str:
         if index and int(index) >= torch.cuda.device_count():
             raise VitqError(f"device {device!r} requested but there are only {torch.cuda.device_count()} CUDA GPU(s)")
     return device
+
+
+def runs_distributed(command: Callable[..., None]) -> Callable[..., None]:
+    """Lets a command run under torchrun: the process joins the job's group for the command's duration,
+    and ``--device cuda`` means this rank's GPU (``vitq.distributed``). The command shards its images
+    with :func:`rank_shard` and prints and writes on rank 0 only."""
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        from vitq import distributed
+
+        if not distributed.launched():
+            return command(*args, **kwargs)
+        kwargs["device"] = distributed.local_device(kwargs["device"])
+        with distributed.process_group(kwargs["device"]):
+            return command(*args, **kwargs)
+    return run
+
+
+def rank_shard(dataset: Any) -> Any:
+    """Under torchrun, this rank's contiguous share of ``dataset`` (``vitq.distributed.shard_plan``)."""
+    from torch.utils.data import Subset
+
+    from vitq import distributed
+
+    return Subset(dataset, distributed.my_shard(len(dataset))) if distributed.active() else dataset
 
 
 def check_input_file(path: Path, what: str) -> Path:

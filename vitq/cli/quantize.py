@@ -13,10 +13,13 @@ from vitq.cli.options import (
     data_option,
     data_or_demo,
     device_option,
+    rank_shard,
+    runs_distributed,
     seed_everything,
     seed_option,
     warn_unmatched_overrides,
 )
+from vitq.errors import VitqError
 
 
 @click.command("quantize")
@@ -38,13 +41,25 @@ from vitq.cli.options import (
 @batch_option
 @seed_option
 @device_option
+@click.option("--resume", is_flag=True,
+              help="Continue a killed reconstruction from OUTPUT.resume (same command; another recipe, model or "
+                   "calibration set is refused).")
+@runs_distributed
 def quantize_cmd(model_name: str, output: Path, preset: str | None, recipe_file: Path | None, bits: str | None,
                  method: str | None, settings: tuple[str, ...], checkpoint: Path | None,
-                 pretrained: bool, data: Path | None, calib_size: int | None, batch_size: int, seed: int, device: str) -> None:
-    """Quantize MODEL_NAME (a timm name) with calibration images and save a reloadable checkpoint to OUTPUT (.pt)."""
+                 pretrained: bool, data: Path | None, calib_size: int | None, batch_size: int, seed: int, device: str,
+                 resume: bool) -> None:
+    """Quantize MODEL_NAME (a timm name) with calibration images and save a reloadable checkpoint to OUTPUT (.pt).
+
+    A reconstruction keeps its state after every finished unit in OUTPUT.resume (removed once OUTPUT is
+    saved), so a killed run continues with --resume and ends bit-identical to an uninterrupted one.
+    """
+    from vitq import distributed
     from vitq.recipe import parse_settings, recipe_from_options
 
     check_output(output, checkpoint, recipe_file, data, suffix=".pt")
+    if resume and distributed.active():
+        raise VitqError("--resume runs in one process; run it without torchrun (the state holds one rank's samples)")
     recipe = recipe_from_options(preset, recipe_file, bits, method, parse_settings(settings), seed=seed)
     device = check_device(device)
 
@@ -54,6 +69,7 @@ def quantize_cmd(model_name: str, output: Path, preset: str | None, recipe_file:
     from vitq.models.loading import check_model_name, create_float_model
     from vitq.pipeline.checkpoint import save_quantized
     from vitq.pipeline.quantize import quantize
+    from vitq.recon.resume import ResumeFile
 
     check_model_name(model_name)
     if checkpoint is not None:
@@ -63,11 +79,20 @@ def quantize_cmd(model_name: str, output: Path, preset: str | None, recipe_file:
     seed_everything(seed)
     model = create_float_model(model_name, checkpoint=checkpoint, pretrained=pretrained)
     dataset.transform = eval_transform(model)
-    calib = load_batches(dataset, batch_size, desc="load calibration images")
-    qm = quantize(model, model_name, images_only(calib), recipe, device=device, inplace=True)
+    main = distributed.is_main()
+    calib = load_batches(rank_shard(dataset), batch_size, progress=main, desc="load calibration images")
+    state = None if distributed.active() else ResumeFile(resume_path(output), resume=resume)
+    if resume and not state.path.is_file():
+        click.echo(f"warning: --resume: no state at {state.path}; starting from the beginning", err=True)
+    qm = quantize(model, model_name, images_only(calib), recipe, device=device, progress=main, inplace=True, state=state)
+    if not main:
+        return
     warn_unmatched_overrides(recipe, qm.model, model_name)
     save_quantized(output, qm, {"calibration_images": len(dataset), "data": str(data_path), "seed": seed,
-                                "float_layers": qm.float_layers})
+                                "float_layers": qm.float_layers,
+                                **({"distributed": distributed.shard_record(len(dataset))} if distributed.active() else {})})
+    if state is not None:
+        state.remove()
     for level in (qm.recon_losses or {}).get("levels", []):
         click.echo(f"{level['level']}: {level['units']} units, relative MSE {level['before']:.4f} -> {level['after']:.4f} "
                    f"(worst {level['worst_unit']} {level['worst_after']:.4f})")
@@ -75,6 +100,11 @@ def quantize_cmd(model_name: str, output: Path, preset: str | None, recipe_file:
     click.echo(f"saved {model_name} {recipe.bits} ({recipe.method}, {len(dataset)} calibration images) to {output}")
     if derived:
         click.echo(f"derived: {derived}")
+
+
+def resume_path(output: Path) -> Path:
+    """Where the reconstruction state of a run writing ``output`` lives."""
+    return output.with_name(output.name + ".resume")
 
 
 def _value(recipe, key: str) -> object:

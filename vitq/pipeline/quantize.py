@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vitq import distributed
 from vitq.calibration import calibrate, correct_biases
 from vitq.models.families import family_for
 from vitq.models.ln_reparam import fold_ln_scales, per_channel_ln_inputs
@@ -80,4 +81,5 @@ def quantize(model: nn.Module, model_name: str, calib_batches: Iterable[torch.Te
     if method.schedule is not None:
         losses = reconstruct(qmodel, partition, calib_batches, method.name, method.schedule, recipe.recon, device=device,
                              progress=progress, state=state, context={"model": model_name, "recipe": recipe.to_dict()}).summary()
+    distributed.check_identical(qmodel, "quantization")  # under torchrun: every rank holds the same model
     return QuantizedModel(qmodel, model_name, recipe, spec, losses, time.perf_counter() - start)

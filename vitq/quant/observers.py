@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from vitq import distributed
 from vitq.registry import Registry
 
 OBSERVERS: Registry[type[Observer]] = Registry("observer")
@@ -102,6 +103,20 @@ class Observer:
     def seen(self) -> bool:
         return self.lo is not None
 
+    def merge(self) -> None:
+        """Combine the statistics of every rank (a no-op in one process), so that ``compute`` gives the
+        result of one observer that saw all ranks' data: min/max reduced, kept samples gathered."""
+        if not distributed.active():
+            return
+        if not all(distributed.gather(self.seen)):
+            return  # a quantizer some rank never reached: calibration names it
+        self.lo, self.hi = distributed.reduce_min_max(self.lo, self.hi)
+        if self.keeps_samples:  # subsampled with a fixed seed, so every rank keeps the same values
+            rows = torch.cat(distributed.gather(self._sample()), dim=1)
+            if rows.shape[1] > MAX_SAMPLES_PER_ROW:
+                rows = rows[:, torch.randperm(rows.shape[1], generator=torch.Generator().manual_seed(0))[:MAX_SAMPLES_PER_ROW]]
+            self.samples = [rows]
+
     def compute(self, grid: IntRange) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
@@ -141,6 +156,13 @@ class PercentileObserver(Observer):
         self.tops.append(rows.topk(k, dim=1).values.cpu())
         self.bottoms.append(rows.topk(k, dim=1, largest=False).values.cpu())
         self.batch_sizes.append(n)
+
+    def merge(self) -> None:
+        super().merge()
+        if distributed.active():
+            self.tops = [t for rank in distributed.gather(self.tops) for t in rank]
+            self.bottoms = [t for rank in distributed.gather(self.bottoms) for t in rank]
+            self.batch_sizes = [n for rank in distributed.gather(self.batch_sizes) for n in rank]
 
     def _tail_value(self, tails: list[torch.Tensor], largest: bool) -> torch.Tensor:
         """The value at the percentile's rank from one end, over the kept tails of every batch."""

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from vitq import distributed
 from vitq.calibration import quantization_disabled
 from vitq.errors import VitqError
 from vitq.models.units import Partition, Unit, activation_after, unique_submodules
@@ -117,7 +118,10 @@ class Reconstructor:
                  device: str, progress: bool, method: str = "reconstruction") -> None:
         self.model, self.partition, self.schedule, self.cfg, self.method = model, partition, schedule, cfg, method
         self.device, self.progress = device, progress
-        self.gen = torch.Generator().manual_seed(cfg.seed)
+        # under torchrun every rank draws its own samples (seed + rank) and its share of each batch
+        self.gen = torch.Generator().manual_seed(cfg.seed + distributed.rank())
+        start, stop = distributed.shard_plan(cfg.batch_size, distributed.world_size())[distributed.rank()]
+        self.batch, self.batch_share = stop - start, (stop - start) / cfg.batch_size
         has_head = partition.head is not None
         if cfg.model_iters and not has_head and schedule.progressive:
             log.warning("this model family's partition has no classifier head: PFCR skips the whole-model level")
@@ -203,14 +207,14 @@ class Reconstructor:
         biases = [layer.bias_delta for layer in layers if layer.bias_delta is not None] if target.logits else []
         for _, q in rounders:
             q.reopen(self.cfg.reopen)  # only logits left by an earlier level exist here
-        y_norm = 1.0 if target.logits else float(_weighted_mean(y.pow(2), weights).clamp_min(1e-12))
+        y_norm = 1.0 if target.logits else max(mean_over_ranks(float(_weighted_mean(y.pow(2), weights)), len(y)), 1e-12)
         before = self.evaluate(target, x_q, y, weights) / y_norm
         step = 0
         for stage in self.schedule.stages(self.cfg):
             n_iters = max(1, round(stage.fraction * self.iters))
             opt = self._stage_optimizer(stage, rounders, acts, biases)
             for _ in range(n_iters):
-                idx = torch.randint(len(x_q), (self.cfg.batch_size,), generator=self.gen)
+                idx = torch.randint(len(x_q), (self.batch,), generator=self.gen)
                 xb = self._mix(x_q[idx], x_fp[idx], stage.qdrop).to(self.device)
                 wb = None if weights is None else weights[idx].to(self.device)
                 rec = target.error(target.forward(xb), y[idx].to(self.device), wb) / y_norm
@@ -220,7 +224,11 @@ class Reconstructor:
                     loss = rec + self.cfg.round_weight * sum(q.rounding_regularizer(beta) for _, q in rounders)
                 if opt is not None:
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    if distributed.active():  # the gradient of the whole batch: each rank's share, summed
+                        (loss * self.batch_share).backward()
+                        distributed.reduce_gradients([p for group in opt.param_groups for p in group["params"]])
+                    else:
+                        loss.backward()
                     opt.step()
                     for q in acts:
                         q.scale.data.clamp_(min=1e-8)
@@ -270,7 +278,7 @@ class Reconstructor:
     @torch.no_grad()
     def evaluate(self, target: _Target, x_q: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None) -> float:
         out = run_batched(target.forward, x_q, 4 * self.cfg.batch_size, self.device)
-        return float(target.error(out, y, weights))
+        return mean_over_ranks(float(target.error(out, y, weights)), len(y))
 
     def output_fisher(self, rest: list[Unit], y: torch.Tensor) -> torch.Tensor:
         """Per-element weights for a unit whose float output is ``y``: the squared gradient of the float
@@ -292,8 +300,14 @@ class Reconstructor:
                 grads.append(grad.pow(2).cpu())
         fisher = torch.cat(grads)
         if self.cfg.loss == "fisher_mean":
-            fisher = fisher.mean(0, keepdim=True).expand_as(fisher)
-        return fisher / fisher.mean().clamp_min(1e-30)
+            if distributed.active():
+                fisher = (distributed.summed(fisher.sum(0, keepdim=True)) / distributed.sum_over_ranks(len(fisher))[0]).expand_as(fisher)
+            else:
+                fisher = fisher.mean(0, keepdim=True).expand_as(fisher)
+        mean = fisher.mean()
+        if distributed.active():
+            mean = torch.tensor(mean_over_ranks(float(mean), len(fisher)), dtype=fisher.dtype)
+        return fisher / mean.clamp_min(1e-30)
 
     def fit_logits(self, unit: Unit, x_fp: torch.Tensor, x_q: torch.Tensor, bar: tqdm) -> dict:
         """The ``MODEL`` level: ``unit`` (every block) and the classifier head against the float logits.
@@ -359,6 +373,14 @@ class Reconstructor:
         bar.close()
 
 
+def mean_over_ranks(value: float, n: int) -> float:
+    """A mean over this rank's ``n`` samples -> the mean over every rank's samples (itself in one process)."""
+    if not distributed.active():
+        return value
+    total, count = distributed.sum_over_ranks(value * n, n)
+    return total / count
+
+
 def check_plan(model: nn.Module, partition: Partition, method: str, schedule: Schedule, cfg: ReconConfig) -> None:
     """Refuse, before any calibration or optimization runs, a schedule this model cannot take: unit names
     it does not have, a loss its partition cannot weight, bridge blocks it has none of."""
@@ -383,7 +405,10 @@ def reconstruct(model: nn.Module, partition: Partition, images: Iterable[torch.T
     torch.manual_seed(cfg.seed)
     model.eval().to(device)
     check_plan(model, partition, method, schedule, cfg)
-    samples = make_samples(list(images), cfg.samples, cfg.augment, cfg.seed)
+    if state is not None and distributed.active():
+        raise VitqError("resumable reconstruction runs in one process; run without --resume under torchrun")
+    share = distributed.my_shard(cfg.samples)  # under torchrun: this rank's share of the samples, from its images
+    samples = make_samples(list(images), len(share), cfg.augment, cfg.seed + distributed.rank())
     key = run_key(model, samples, {"method": method, "recon": cfg.to_dict(), **(context or {})}) if state else ""
     attach_learned_rounding(model)
     saved = [(p, p.requires_grad) for p in model.parameters()]

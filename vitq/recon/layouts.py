@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from vitq import distributed
 from vitq.models.units import unique_submodules
 from vitq.quant.layout import Layout, layout_of, relayout
 from vitq.quant.modules import QuantConv2d, QuantLinear, QuantMatMul
@@ -46,8 +47,8 @@ def select_layouts(modules: Sequence[nn.Module], forward: Callable[[torch.Tensor
                    y: torch.Tensor, device: str, per_channel: bool = True) -> dict[int, str]:
     """Choose each enabled uniform activation quantizer's layout in ``modules`` (``per_channel=False``:
     the scheme only); returns ``{id(chosen quantizer): layout description}`` for the log."""
-    x = x_q[:SEARCH_SAMPLES].to(device)
-    target = y[:SEARCH_SAMPLES].to(device)
+    x, target = distributed.from_main((x_q[:SEARCH_SAMPLES], y[:SEARCH_SAMPLES]))  # torchrun: every rank decides alike
+    x, target = x.to(device), target.to(device)
     chosen: dict[int, str] = {}
     for owner, attr, channels, axis in list(activation_sites(modules)):
         current = getattr(owner, attr)
