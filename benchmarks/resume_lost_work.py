@@ -42,10 +42,10 @@ def watch(argv: list[str], state: Path, kill_after: int | None = None, kill_frac
           unit_s: float = 0.0) -> dict:
     """Run ``argv`` and note the time of every state write; with ``kill_after``, SIGKILL the process
     ``kill_fraction`` of a unit after that many writes."""
+    writes: list[float] = []
+    last_mtime = state.stat().st_mtime_ns if state.exists() else None  # a resumed run starts from an old state
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    writes: list[float] = []
-    last_mtime = None
     killed_at = None
     while proc.poll() is None:
         try:
@@ -98,6 +98,8 @@ def main(calib_size: int, kill_after: int, out: Path) -> None:
         "killed_at_seconds": round(killed["killed_at"], 2), "lost_seconds": round(lost_s, 3),
         "lost_units": round(lost_s / unit_s, 3), "resumed_seconds": round(resumed["seconds"], 2),
         "resumed_seconds_before_first_unit": round(resumed["writes"][0], 2) if resumed["writes"] else None,
+        "resumed_units": len(resumed["writes"]),
+        "resumed_unit_seconds_median": round(statistics.median(b - a for a, b in zip(resumed["writes"], resumed["writes"][1:])), 3),
         "bit_identical": not differing, "differing_tensors": differing[:10],
     }
     write_results(out, [record])

@@ -150,3 +150,17 @@ def test_recipe_file_round_trips_what_a_checkpoint_records(tmp_path, quantized):
     (tmp_path / "bad.yaml").write_text("method: [\n")
     msg = run_error(["quantize", MODEL, str(tmp_path / "o.pt"), "--recipe", str(tmp_path / "bad.yaml")], tmp_path)
     assert "cannot parse recipe file" in msg
+
+
+def test_torch_threads_option_sets_the_thread_count(monkeypatch):
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(main, ["--torch-threads", "1", "list"])
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert CliRunner().invoke(main, ["--torch-threads", "0", "list"]).exit_code == 2

@@ -161,9 +161,13 @@ def reduce_gradients(params: Sequence[torch.Tensor]) -> None:
     """Sum each parameter's gradient over the ranks (each rank weights its loss by its share of the batch)."""
     if not active():
         return
-    for p in params:
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])  # one collective per step, not one per tensor
+    dist.all_reduce(flat)
+    for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(part.view_as(g))
 
 
 def check_identical(model: nn.Module, what: str) -> None:

@@ -105,3 +105,10 @@ def test_quantize_static_reader_avoids_empty_final_flush():
     batches = list(iter(reader.get_next, None))
     assert sum(len(b[INPUT_NAME]) for b in batches) == 256
     assert len(batches) % MAX_INTERMEDIATE_OUTPUTS != 0
+
+
+def test_int4_weight_variant_needs_low_bit_weights(tiny_w8a8, tmp_path):
+    config = BenchConfig(target="cpu", threads=(1,), batches=(1,), runs=1, variants=("fp32", "vitq-int4w"))
+    qm = QuantizedModel(tiny_w8a8, "vit_tiny_patch16_224", make_recipe("W8A8", "minmax"))
+    with pytest.raises(VitqError, match="variant vitq-int4w packs weights of <= 4 bits; vit_tiny_patch16_224 is W8A8"):
+        bench_quantized(qm, [images(4)], labelled(4, 5), tmp_path, config, progress=False)

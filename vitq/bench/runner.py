@@ -25,7 +25,7 @@ from tqdm import tqdm
 from calib.loaders import Batch
 from vitq.bench.measure import Accuracy, Latency, accuracy, interleaved_latency, op_profile
 from vitq.bench.targets import Target, resolve_target
-from vitq.bench.variants import DEFAULT_VARIANTS, FLOAT_VARIANTS, FP32, VITQ_U8S8, VITQ_VARIANTS, Variant
+from vitq.bench.variants import ALL_VARIANTS, DEFAULT_VARIANTS, FLOAT_VARIANTS, FP32, VITQ_U8S8, VITQ_VARIANTS, Variant
 from vitq.errors import VitqError
 from vitq.export.ort_format import convert_to_ort
 from vitq.export.parity import ParityReport
@@ -148,9 +148,9 @@ class _Sessions:
 def check_variants(config: BenchConfig, eval_batches: Sequence[Batch]) -> None:
     """Fail before any slow work: unknown target or variant names, no evaluation images."""
     resolve_target(config.target)
-    unknown = [v for v in config.variants if v not in DEFAULT_VARIANTS]
+    unknown = [v for v in config.variants if v not in ALL_VARIANTS]
     if unknown:
-        raise VitqError(f"unknown variant(s) {unknown}; choose from {', '.join(DEFAULT_VARIANTS)}")
+        raise VitqError(f"unknown variant(s) {unknown}; choose from {', '.join(ALL_VARIANTS)}")
     if not eval_batches:
         raise VitqError("benchmark needs evaluation images")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 import click
 
@@ -54,7 +55,10 @@ class VitqGroup(click.Group):
 
 @click.group(cls=VitqGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="-v for info, -vv for debug logging.")
-def main(verbose: int) -> None:
+@click.option("--torch-threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads torch uses in this process (default: OMP_NUM_THREADS, else every core); "
+                   "on a machine shared with other jobs, their sum should not exceed the cores.")
+def main(verbose: int, torch_threads: int | None) -> None:
     """vitq: post-training quantization of vision transformers, ONNX QDQ export and benchmarking.
 
     Typical flow: vitq quantize -> vitq eval -> vitq export -> vitq bench (vitq demo runs it all on
@@ -63,6 +67,16 @@ def main(verbose: int) -> None:
     if rank_label() and os.environ.get("RANK", "0") != "0":
         level = logging.ERROR  # one rank reports; the others speak only when they fail
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if torch_threads is not None:
+        set_torch_threads(torch_threads)
+
+
+def set_torch_threads(n: int) -> None:
+    """Before torch loads (the commands import it lazily) OMP_NUM_THREADS is enough; a process that has
+    torch loaded already (the Python API, tests) is told directly."""
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
 
 
 for command in (quantize_cmd, eval_cmd, export_cmd, bench_cmd, demo_cmd, report_cmd, list_cmd):

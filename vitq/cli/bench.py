@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from vitq.bench.variants import DEFAULT_VARIANTS
+from vitq.bench.variants import ALL_VARIANTS, DEFAULT_VARIANTS
 from vitq.cli.options import (
     check_input_file,
     check_output,
@@ -44,7 +44,8 @@ def int_list(spec: str, what: str) -> tuple[int, ...]:
 @click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True, help="Timed runs per variant at batch 1 (interleaved).")
 @click.option("--large-batch-runs", type=click.IntRange(min=1), default=8, show_default=True,
               help="Timed runs per variant at larger batches.")
-@click.option("--variants", "variant_spec", default=",".join(DEFAULT_VARIANTS), show_default=True, help="Variants to compare.")
+@click.option("--variants", "variant_spec", default=",".join(DEFAULT_VARIANTS), show_default=True,
+              help=f"Variants to compare, from {', '.join(ALL_VARIANTS)} (vitq-int4w: <= 4-bit weights packed as int4).")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the built ONNX files (fp32 included) here (default: a temporary folder).")
 @results_option
@@ -56,7 +57,7 @@ def bench_cmd(qcheckpoint: Path, target: str, data: Path | None, limit: int | No
     from vitq.bench.targets import resolve_target
 
     resolve_target(target)  # fail before any slow work: unknown target, no GPU build of onnxruntime
-    variants = name_list(variant_spec, "--variants", DEFAULT_VARIANTS)
+    variants = name_list(variant_spec, "--variants", ALL_VARIANTS)
     threads, batches = int_list(threads_spec, "--threads"), int_list(batch_spec, "--batch")
     check_input_file(qcheckpoint, "quantized checkpoint")
     if results_file and markdown_file and results_file.resolve() == markdown_file.resolve():

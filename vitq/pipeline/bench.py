@@ -10,7 +10,8 @@ import torch
 
 from calib.loaders import Batch
 from vitq.bench.runner import BenchConfig, BenchReport, benchmark, check_variants, say_progress
-from vitq.bench.variants import FP32, FP32_OPT, ORT_STATIC, VITQ_U8S8, VITQ_VARIANTS
+from vitq.bench.variants import FP32, FP32_OPT, ORT_STATIC, VITQ_INT4W, VITQ_U8S8, VITQ_VARIANTS
+from vitq.errors import VitqError
 from vitq.export.markers import export_reference
 from vitq.export.parity import ParityReport, compare, torch_logits
 from vitq.models.families import family_for
@@ -31,6 +32,8 @@ def bench_quantized(qm: QuantizedModel, calib_images: Sequence[torch.Tensor], ev
     files stay in ``workdir``."""
     config = config or BenchConfig()
     check_variants(config, eval_batches)
+    if VITQ_INT4W in config.variants and qm.recipe.format.w_bits > 4:
+        raise VitqError(f"variant {VITQ_INT4W} packs weights of <= 4 bits; {qm.model_name} is {qm.recipe.bits}")
     say = say_progress(progress)
     shape = family_for(qm.model_name).transformer_shape(qm.model)
     variants = build_variants(qm.model, calib_images, workdir, config.variants, stem=qm.model_name, transformer_shape=shape,
