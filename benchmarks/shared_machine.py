@@ -1,10 +1,11 @@
-"""Reconstruction step rate alone and with a second job on the same cores, per OpenMP wait policy and
-thread count (writes benchmarks/results/shared_machine_cpu.json).
+"""Step rate of reconstruction-like work alone and with a second job on the same cores, per OpenMP wait
+policy and thread count (writes benchmarks/results/shared_machine_cpu.json).
 
-Each job is one process running BRECQ on two DeiT-Tiny blocks (W4A4, bundled images); its rate is the
-optimization steps over the reconstruction seconds. Jobs that run together start together. The policy
-is OpenMP's ``OMP_WAIT_POLICY`` ("default": unset, libgomp spins for a while before it sleeps), read once
-when torch loads, which is why every job is a fresh process.
+Each job is one process that runs ``--steps`` optimization steps (forward, backward, Adam) of one
+DeiT-Tiny block at batch 32: the op mix of a reconstruction step, without the fake quantization, so
+that a slowed-down job still ends in minutes. Jobs that run together start together. The policy is
+OpenMP's ``OMP_WAIT_POLICY`` ("default": unset; libgomp then spins for a while before it sleeps). It is
+read once, when torch loads, which is why every job is a fresh process.
 
     nice python benchmarks/shared_machine.py --out benchmarks/results/shared_machine_cpu.json
 """
@@ -15,6 +16,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -22,37 +24,41 @@ import click
 from vitq.report.tables import text_table
 from vitq.results import write_results
 
+START_DELAY_S = 15.0  # enough for every job to load torch and timm and warm up
 CONDITIONS = (("default", 2), ("PASSIVE", 2), ("default", 1), ("PASSIVE", 1))  # (OMP_WAIT_POLICY, threads per job)
 
 
-def job(iters: int) -> None:
-    """One reconstruction; prints its steps per second as JSON."""
+def job(steps: int, start_at: float) -> None:
+    """Time ``steps`` training steps of one DeiT-Tiny block; prints steps per second as JSON."""
+    import time
+
+    import timm
     import torch
 
-    from calib.datasets import open_split
-    from calib.loaders import images_only, load_batches
-    from calib.transforms import eval_transform
-    from vitq.assets import DEMO_MODEL, demo_checkpoint, demo_images
-    from vitq.models.loading import create_float_model
-    from vitq.pipeline.quantize import quantize
-    from vitq.recipe import make_recipe
-
     torch.manual_seed(0)
-    model = create_float_model(DEMO_MODEL, checkpoint=demo_checkpoint())
-    calib = load_batches(open_split(demo_images(), "calibration", eval_transform(model), limit=32), 32, progress=False)
-    units = ("blocks.0", "blocks.1")
-    recipe = make_recipe("W4A4", "brecq", {"units": units, "iters": iters, "samples": 32, "batch_size": 32}, seed=0)
-    qm = quantize(model, DEMO_MODEL, images_only(calib), recipe, progress=False)
-    seconds = qm.recon_losses["seconds"]
-    click.echo(json.dumps({"steps": len(units) * iters, "recon_seconds": seconds, "steps_per_second": len(units) * iters / seconds}))
+    block = timm.create_model("deit_tiny_patch16_224").blocks[0]
+    x, y = torch.randn(32, 197, 192), torch.randn(32, 197, 192)
+    opt = torch.optim.Adam(block.parameters(), lr=1e-4)
+    for _ in range(3):  # warm-up
+        torch.nn.functional.mse_loss(block(x), y).backward()
+    time.sleep(max(0.0, start_at - time.time()))  # jobs that run together time the same seconds
+    start = time.perf_counter()
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.mse_loss(block(x), y).backward()
+        opt.step()
+    seconds = time.perf_counter() - start
+    click.echo(json.dumps({"steps": steps, "seconds": seconds, "steps_per_second": steps / seconds}))
 
 
-def run_together(jobs: int, policy: str, threads: int, iters: int) -> list[dict]:
+def run_together(jobs: int, policy: str, threads: int, steps: int) -> list[dict]:
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     env["OMP_NUM_THREADS"] = str(threads)
     if policy != "default":
         env["OMP_WAIT_POLICY"] = policy
-    procs = [subprocess.Popen([sys.executable, __file__, "--job", "--iters", str(iters)], env=env, stdout=subprocess.PIPE,
+    start_at = time.time() + START_DELAY_S
+    argv = [sys.executable, __file__, "--job", "--steps", str(steps), "--start-at", str(start_at)]
+    procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(jobs)]
     out = []
     for p in procs:
@@ -64,22 +70,24 @@ def run_together(jobs: int, policy: str, threads: int, iters: int) -> list[dict]
 
 
 @click.command()
-@click.option("--iters", type=click.IntRange(min=1), default=150, show_default=True, help="Optimization steps per block.")
+@click.option("--steps", type=click.IntRange(min=1), default=40, show_default=True, help="Timed steps per job.")
 @click.option("--job", "is_job", is_flag=True, help="Run one job and print its rate (what the measurement launches).")
+@click.option("--start-at", type=float, default=0.0, help="With --job: the wall-clock time (epoch s) to start timing at.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Results file (JSON).")
-def main(iters: int, is_job: bool, out: Path | None) -> None:
+def main(steps: int, is_job: bool, start_at: float, out: Path | None) -> None:
     """Steps per second of one job alone and of each of two jobs at once, per wait policy and thread count."""
     if is_job:
-        job(iters)
+        job(steps, start_at)
         return
     if out is None:
         raise click.UsageError("--out is required")
     records = []
     for policy, threads in CONDITIONS:
         for jobs in (1, 2):
-            rates = [r["steps_per_second"] for r in run_together(jobs, policy, threads, iters)]
-            records.append({"runtime": "torch (CPU)", "task": "reconstruct", "model": "deit_tiny_patch16_224", "bits": "W4A4",
-                            "method": "brecq", "omp_wait_policy": policy, "threads_per_job": threads, "jobs": jobs,
+            rates = [r["steps_per_second"] for r in run_together(jobs, policy, threads, steps)]
+            records.append({"runtime": "torch (CPU)", "task": "block forward+backward+Adam, batch 32",
+                            "model": "deit_tiny_patch16_224 (blocks.0)", "steps": steps, "omp_wait_policy": policy,
+                            "threads_per_job": threads, "jobs": jobs,
                             "steps_per_second_per_job": round(statistics.mean(rates), 3),
                             "steps_per_second_total": round(sum(rates), 3)})
     for r in records:

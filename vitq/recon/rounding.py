@@ -23,10 +23,6 @@ class LearnedRoundingQuantizer(UniformQuantizer):
     or, while reconstructing, ``r = h(V)`` in [0, 1] (``soft_logits``, not part of the state).
     The scale stays fixed: the rounding decisions are only meaningful for the scale they were
     learned with.
-
-    Reconstruction runs each unit thousands of times with the weights fixed, so ``floor(w / s)`` and,
-    while the rounding is hard, the whole quantized weight are computed once and reused until the
-    weight, scale, zero-point or rounding tensor changes (their in-place version counters are the key).
     """
 
     kind = "uniform"
@@ -35,8 +31,6 @@ class LearnedRoundingQuantizer(UniformQuantizer):
         super().__init__(bits, symmetric, channels, ch_axis)
         self.register_buffer("rounding", torch.zeros(weight_shape, dtype=torch.uint8))
         self.soft_logits: torch.Tensor | None = None
-        self._floor_cache: tuple[list, torch.Tensor] | None = None
-        self._weight_cache: tuple[list, torch.Tensor] | None = None
 
     @classmethod
     def replacing(cls, quantizer: UniformQuantizer, weight: torch.Tensor) -> LearnedRoundingQuantizer:
@@ -52,21 +46,8 @@ class LearnedRoundingQuantizer(UniformQuantizer):
                 new.rounding.copy_((frac - torch.floor(frac)) >= 0.5)
         return new
 
-    @staticmethod
-    def _dependencies(*tensors: torch.Tensor) -> list:
-        """What a cached result depends on: each tensor itself (held, so its identity cannot be reused),
-        its storage and its in-place version counter."""
-        return [(t, t.data_ptr(), t._version) for t in tensors]
-
-    @staticmethod
-    def _valid(cache: tuple[list, torch.Tensor] | None, key: list) -> bool:
-        return cache is not None and all(a[0] is b[0] and a[1:] == b[1:] for a, b in zip(cache[0], key))
-
     def _floor(self, x: torch.Tensor) -> torch.Tensor:
-        key = self._dependencies(x, self.scale)
-        if not self._valid(self._floor_cache, key):
-            self._floor_cache = (key, torch.floor(x.detach() / self._view(self.scale, x.detach())).detach())
-        return self._floor_cache[1]
+        return torch.floor(x.detach() / self._view(self.scale, x))
 
     def soft_rounding(self) -> torch.Tensor:
         return torch.clamp(torch.sigmoid(self.soft_logits) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
@@ -111,7 +92,6 @@ class LearnedRoundingQuantizer(UniformQuantizer):
     def finish(self) -> None:
         self.harden()
         self.soft_logits = None
-        self._floor_cache = self._weight_cache = None  # a finished model keeps no second copy of its weights
 
     @property
     def is_soft(self) -> bool:
@@ -122,15 +102,8 @@ class LearnedRoundingQuantizer(UniformQuantizer):
         return torch.clamp(self._floor(x) + r + self._view(self.zero_point, x), self.grid.qmin, self.grid.qmax)
 
     def _quantize(self, x: torch.Tensor) -> torch.Tensor:
-        soft = self.is_soft
-        constant = not soft and not x.requires_grad and not self.scale.requires_grad
-        key = self._dependencies(x, self.scale, self.zero_point, self.rounding) if constant else None
-        if constant and self._valid(self._weight_cache, key):
-            return self._weight_cache[1]
-        out = (self._codes(x, soft=soft) - self._view(self.zero_point, x)) * self._view(self.scale, x)
-        if constant:
-            self._weight_cache = (key, out)
-        return out
+        q = self._codes(x, soft=self.is_soft)
+        return (q - self._view(self.zero_point, x)) * self._view(self.scale, x)
 
     @torch.no_grad()
     def to_int(self, x: torch.Tensor) -> torch.Tensor:
