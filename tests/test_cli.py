@@ -165,16 +165,3 @@ def test_torch_threads_option_sets_the_thread_count(monkeypatch):
         torch.set_num_threads(before)
     assert CliRunner().invoke(main, ["--torch-threads", "0", "list"]).exit_code == 2
 
-
-@pytest.mark.parametrize(("preset", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_cli_makes_openmp_threads_wait_passively_unless_told_otherwise(preset, expected):
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if preset:
-        env["OMP_WAIT_POLICY"] = preset
-    code = "import os, sys, vitq.cli; assert 'torch' not in sys.modules; print(os.environ['OMP_WAIT_POLICY'])"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.strip() == expected

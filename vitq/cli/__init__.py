@@ -23,12 +23,6 @@ from vitq.cli.quantize import quantize_cmd
 from vitq.cli.report import report_cmd
 from vitq.errors import EXIT_INTERRUPTED, USER_ERRORS
 
-# Threads that wait at a barrier sleep instead of spinning. Two jobs sharing two cores each ran at 0.24x
-# of their speed alone with OpenMP's default (spin, then sleep) and 0.60x with PASSIVE, which costs a job
-# alone about 6 % (benchmarks/results/shared_machine_cpu.json). OpenMP reads this once, when torch loads,
-# and every command loads torch after this line. A value the user set wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 DISTRIBUTED_COMMANDS = ("quantize", "eval")  # the commands that shard their images under torchrun
 
 
