@@ -121,6 +121,21 @@ def sum_over_ranks(*values: float) -> list[float]:
     return t.cpu().tolist()
 
 
+def mean_over_ranks(value: float, n: int) -> float:
+    """A mean over this rank's ``n`` samples -> the mean over every rank's samples (itself in one process)."""
+    if not active():
+        return value
+    total, count = sum_over_ranks(value * n, n)
+    return total / count
+
+
+def sample_mean(t: torch.Tensor) -> torch.Tensor:
+    """The mean of ``t`` over its first (sample) dimension and every rank's samples, keeping that dimension."""
+    if not active():
+        return t.mean(0, keepdim=True)
+    return summed(t.sum(0, keepdim=True)) / sum_over_ranks(len(t))[0]
+
+
 def summed(t: torch.Tensor) -> torch.Tensor:
     """``t`` summed elementwise over the ranks (accumulated in float64, returned in ``t``'s dtype)."""
     if not active():

@@ -207,7 +207,7 @@ class Reconstructor:
         biases = [layer.bias_delta for layer in layers if layer.bias_delta is not None] if target.logits else []
         for _, q in rounders:
             q.reopen(self.cfg.reopen)  # only logits left by an earlier level exist here
-        y_norm = 1.0 if target.logits else max(mean_over_ranks(float(_weighted_mean(y.pow(2), weights)), len(y)), 1e-12)
+        y_norm = 1.0 if target.logits else max(distributed.mean_over_ranks(float(_weighted_mean(y.pow(2), weights)), len(y)), 1e-12)
         before = self.evaluate(target, x_q, y, weights) / y_norm
         step = 0
         for stage in self.schedule.stages(self.cfg):
@@ -224,11 +224,8 @@ class Reconstructor:
                     loss = rec + self.cfg.round_weight * sum(q.rounding_regularizer(beta) for _, q in rounders)
                 if opt is not None:
                     opt.zero_grad(set_to_none=True)
-                    if distributed.active():  # the gradient of the whole batch: each rank's share, summed
-                        (loss * self.batch_share).backward()
-                        distributed.reduce_gradients([p for group in opt.param_groups for p in group["params"]])
-                    else:
-                        loss.backward()
+                    (loss * self.batch_share).backward()  # torchrun: the whole batch's gradient is the ranks' shares summed
+                    distributed.reduce_gradients([p for group in opt.param_groups for p in group["params"]])
                     opt.step()
                     for q in acts:
                         q.scale.data.clamp_(min=1e-8)
@@ -278,7 +275,7 @@ class Reconstructor:
     @torch.no_grad()
     def evaluate(self, target: _Target, x_q: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None) -> float:
         out = run_batched(target.forward, x_q, 4 * self.cfg.batch_size, self.device)
-        return mean_over_ranks(float(target.error(out, y, weights)), len(y))
+        return distributed.mean_over_ranks(float(target.error(out, y, weights)), len(y))
 
     def output_fisher(self, rest: list[Unit], y: torch.Tensor) -> torch.Tensor:
         """Per-element weights for a unit whose float output is ``y``: the squared gradient of the float
@@ -300,13 +297,8 @@ class Reconstructor:
                 grads.append(grad.pow(2).cpu())
         fisher = torch.cat(grads)
         if self.cfg.loss == "fisher_mean":
-            if distributed.active():
-                fisher = (distributed.summed(fisher.sum(0, keepdim=True)) / distributed.sum_over_ranks(len(fisher))[0]).expand_as(fisher)
-            else:
-                fisher = fisher.mean(0, keepdim=True).expand_as(fisher)
-        mean = fisher.mean()
-        if distributed.active():
-            mean = torch.tensor(mean_over_ranks(float(mean), len(fisher)), dtype=fisher.dtype)
+            fisher = distributed.sample_mean(fisher).expand_as(fisher)
+        mean = torch.tensor(distributed.mean_over_ranks(float(fisher.mean()), len(fisher)), dtype=fisher.dtype)
         return fisher / mean.clamp_min(1e-30)
 
     def fit_logits(self, unit: Unit, x_fp: torch.Tensor, x_q: torch.Tensor, bar: tqdm) -> dict:
@@ -371,14 +363,6 @@ class Reconstructor:
             x_fp = y_fp
             unit_done(index + 1)
         bar.close()
-
-
-def mean_over_ranks(value: float, n: int) -> float:
-    """A mean over this rank's ``n`` samples -> the mean over every rank's samples (itself in one process)."""
-    if not distributed.active():
-        return value
-    total, count = distributed.sum_over_ranks(value * n, n)
-    return total / count
 
 
 def check_plan(model: nn.Module, partition: Partition, method: str, schedule: Schedule, cfg: ReconConfig) -> None:
