@@ -14,7 +14,6 @@ import os
 import pickle
 import random
 import sys
-import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import save_file
 
+from tests.fake_data import write_cifar_archive
 from vitq.cli import main
 from vitq.models.loading import CHECKPOINT_META_KEY
 
@@ -42,20 +42,6 @@ def _spec_checkpoint(path: Path, mutate: Callable[[dict], None] | None = None, *
         mutate(state)
     spec = {"model": MODEL, "kwargs": kwargs, "data_config": DATA_CONFIG}
     save_file(state, str(path), metadata={CHECKPOINT_META_KEY: json.dumps(spec)})
-    return path
-
-
-def _cifar(folder: Path, split: str, n: int) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"cifar10-{split}.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        for i in range(n):
-            buf = io.BytesIO()
-            Image.new("RGB", (32, 32), (40 * i, 90, 160)).save(buf, format="JPEG")
-            info = tarfile.TarInfo(f"cifar10/{split}/{'cat' if i % 2 else 'ship'}/{i:04d}.jpg")
-            info.size = buf.tell()
-            buf.seek(0)
-            tar.addfile(info, buf)
     return path
 
 
@@ -110,10 +96,10 @@ def ns(tmp_path_factory) -> SimpleNamespace:
     n.zeros.write_bytes(b"\x00" * 64)
     n.not_tensors = d / "not_tensors.pth"
     torch.save({"lr": 0.1, "epoch": 3}, n.not_tensors)
-    n.train = _cifar(d / "cifar", "train", 4)
-    n.test = _cifar(d / "cifar", "test", 4)
-    n.cut_train = _cifar(d / "cut", "train", 4)
-    _cifar(d / "cut", "test", 4)
+    n.train = write_cifar_archive(d / "cifar", "train", 4)
+    n.test = write_cifar_archive(d / "cifar", "test", 4)
+    n.cut_train = write_cifar_archive(d / "cut", "train", 4)
+    write_cifar_archive(d / "cut", "test", 4)
     raw = n.cut_train.read_bytes()
     n.cut_train.write_bytes(raw[: len(raw) // 2])
     n.not_gzip = d / "notgz" / "cifar10-train.tar.gz"

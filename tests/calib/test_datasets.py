@@ -1,5 +1,4 @@
 import io
-import tarfile
 
 import pytest
 import torch
@@ -8,6 +7,7 @@ from PIL import Image
 from calib.datasets import open_split, scan
 from calib.errors import DataError
 from calib.loaders import load_batches
+from tests.fake_data import write_cifar_archive
 
 
 def to_tensor(img):
@@ -51,22 +51,9 @@ def test_class_folder_split(tmp_path):
     assert y == 0
 
 
-def make_cifar(tmp_path, split, n):
-    path = tmp_path / f"cifar10-{split}.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        for i in range(n):
-            buf = io.BytesIO()
-            Image.new("RGB", (32, 32), (i, 0, 0)).save(buf, format="JPEG")
-            info = tarfile.TarInfo(f"cifar10/{split}/{'cat' if i % 2 else 'ship'}/{i:04d}.jpg")
-            info.size = buf.tell()
-            buf.seek(0)
-            tar.addfile(info, buf)
-    return path
-
-
 def test_cifar_archives_calibrate_on_train_evaluate_on_test(tmp_path):
-    train = make_cifar(tmp_path, "train", 6)
-    make_cifar(tmp_path, "test", 4)
+    train = write_cifar_archive(tmp_path, "train", 6)
+    write_cifar_archive(tmp_path, "test", 4)
     calib = open_split(train, "calibration", lambda im: torch.tensor(im.size))
     evaluation = open_split(train, "evaluation", lambda im: torch.tensor(im.size))
     assert len(calib) == 6 and len(evaluation) == 4
@@ -125,7 +112,7 @@ def test_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path, monkeyp
 
 
 def test_truncated_cifar_archive_is_a_data_error(tmp_path):
-    train = make_cifar(tmp_path, "train", 6)
+    train = write_cifar_archive(tmp_path, "train", 6)
     raw = train.read_bytes()
     train.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(DataError, match="cifar10-train.tar.gz: the file is truncated"):
@@ -134,8 +121,8 @@ def test_truncated_cifar_archive_is_a_data_error(tmp_path):
 
 def test_datasets_know_their_label_space(tmp_path, sample_images):
     assert open_split(sample_images, "evaluation", None, limit=2).num_classes == 1000
-    train = make_cifar(tmp_path, "train", 2)
-    make_cifar(tmp_path, "test", 2)
+    train = write_cifar_archive(tmp_path, "train", 2)
+    write_cifar_archive(tmp_path, "test", 2)
     evaluation = open_split(train, "evaluation", None)
     assert (evaluation.kind, evaluation.num_classes) == ("cifar10", 10)
     image, label = evaluation[0]  # no transform yet: a PIL image

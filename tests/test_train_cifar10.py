@@ -1,0 +1,66 @@
+"""benchmarks/train_cifar10.py: a run stopped and resumed ends bit-identical to an uninterrupted one, a state
+of another schedule is refused, and the published checkpoint loads in vitq with its record."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from tests.fake_data import write_cifar_archive
+from tests.test_benchmark_scripts import BENCHMARKS, load_script
+from vitq.models.loading import create_float_model
+
+
+@pytest.fixture(scope="module")
+def train():
+    return load_script(BENCHMARKS / "train_cifar10.py").main
+
+
+@pytest.fixture
+def data(tmp_path):
+    write_cifar_archive(tmp_path / "data", "train", 48)
+    write_cifar_archive(tmp_path / "data", "test", 8)
+    return tmp_path / "data"
+
+
+def run(train, tmp_path, data, name: str, *extra: str):
+    args = ["--model", "mobilevit_xxs", "--data", str(data), "--epochs", "2", "--batch-size", "16",
+            "--cache-dir", str(tmp_path / "cache"), "--out-dir", str(tmp_path / name), "--state", str(tmp_path / f"{name}.pt"),
+            "--out", str(tmp_path / f"{name}.json"), *extra]
+    result = CliRunner().invoke(train, args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_stopped_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one(train, tmp_path, data):
+    run(train, tmp_path, data, "whole")
+    first = run(train, tmp_path, data, "split", "--max-steps", "4")  # 6 steps in all: stops inside epoch 2
+    assert "stopped by --max-steps 4 at step 4/6" in first.output
+    assert (tmp_path / "split.pt").exists() and not (tmp_path / "split").exists()
+    second = run(train, tmp_path, data, "split")
+    assert "resuming" in second.output and not (tmp_path / "split.pt").exists()
+
+    whole, split = (load_file(str(tmp_path / n / "mobilevit_xxs.safetensors")) for n in ("whole", "split"))
+    assert whole.keys() == split.keys()
+    assert all(torch.equal(whole[k], split[k]) for k in whole)
+    record = json.loads((tmp_path / "split.json").read_text())["records"][0]
+    assert record["runs"] == 2 and record["train_steps"] == 6 and record["epochs_total"] == 2.0
+    assert record["n_images"] == 8 and record["runtime"] == "torch"
+    model = create_float_model("mobilevit_xxs", checkpoint=tmp_path / "split" / "mobilevit_xxs.safetensors")
+    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
+
+
+def test_init_adds_the_earlier_epochs_and_another_schedule_state_is_refused(train, tmp_path, data):
+    run(train, tmp_path, data, "first")
+    ckpt = tmp_path / "first" / "mobilevit_xxs.safetensors"
+    run(train, tmp_path, data, "second", "--init", str(ckpt), "--max-steps", "1")
+    result = CliRunner().invoke(train, ["--model", "mobilevit_xxs", "--data", str(data), "--epochs", "3",
+                                        "--batch-size", "16", "--cache-dir", str(tmp_path / "cache"),
+                                        "--state", str(tmp_path / "second.pt"), "--init", str(ckpt)])
+    assert result.exit_code != 0 and "holds the state of another schedule" in result.output
+    run(train, tmp_path, data, "second", "--init", str(ckpt))
+    record = json.loads((tmp_path / "second.json").read_text())["records"][0]
+    assert record["epochs_completed"] == 2.0 and record["epochs_total"] == 4.0 and record["init"].endswith("mobilevit_xxs.safetensors")
