@@ -45,6 +45,7 @@ from vitq.results import write_results
 
 REPO = Path(__file__).resolve().parents[1]
 STATE_DIR = Path.home() / ".cache" / "vitq" / "train"
+RATE_STEPS = 20  # --fit-minutes times this many steps (after the first, which warms the caches)
 TRAINING_META_KEY = "vitq_training"  # safetensors metadata: epochs and wall time the weights took in all
 
 
@@ -88,9 +89,10 @@ def earlier_training(path: Path) -> dict[str, float]:
 
 
 def save_state(path: Path, key: str, net: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
-               step: int, perm: torch.Tensor, seconds: float, runs: int) -> None:
+               step: int, total: int, perm: torch.Tensor, seconds: float, runs: int) -> None:
     state = {"key": key, "model": net.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-             "torch_rng": torch.get_rng_state(), "step": step, "perm": perm, "seconds": seconds, "runs": runs}
+             "torch_rng": torch.get_rng_state(), "step": step, "total": total, "perm": perm, "seconds": seconds,
+             "runs": runs}
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
@@ -130,6 +132,9 @@ def display_path(path: Path) -> str:
               help="Stop this run after this long (state saved; the same command continues).")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None,
               help="Stop this run after this many steps (state saved; the same command continues).")
+@click.option("--fit-minutes", type=click.FloatRange(min=0), default=None,
+              help="Shorten the schedule so it ends in about this long: the step rate is timed over this run's first "
+              f"{RATE_STEPS} steps and the total (kept in the state) cut to fit. For time-boxed runs such as a GPU slice.")
 @click.option("--save-every", type=click.FloatRange(min=0), default=2.0, show_default=True,
               help="Minutes between state saves.")
 @click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -143,7 +148,7 @@ def display_path(path: Path) -> str:
               help="Results file (JSON); default: benchmarks/results/train_cifar10_<model>.json.")
 def main(model: str, data: Path, img_size: int, epochs: int, batch_size: int, lr: float, weight_decay: float,
          warmup_epochs: float, label_smoothing: float, init: Path | None, seed: int, threads: int | None, device: str,
-         channels_last: bool, max_minutes: float | None, max_steps: int | None, save_every: float,
+         channels_last: bool, max_minutes: float | None, max_steps: int | None, fit_minutes: float | None, save_every: float,
          state_path: Path | None, fresh: bool, out_dir: Path, cache_dir: Path, out: Path | None) -> None:
     """Train a model on upsampled CIFAR-10 (resumably); when the schedule ends, write its checkpoint and test top-1."""
     options = click.get_current_context().params
@@ -178,12 +183,13 @@ def main(model: str, data: Path, img_size: int, epochs: int, batch_size: int, lr
         opt.load_state_dict(state["opt"])
         gen.set_state(state["gen"])
         torch.set_rng_state(state["torch_rng"])
-        step, seconds, runs, perm = state["step"], state["seconds"], state["runs"], state["perm"]
+        step, seconds, runs, perm, total = state["step"], state["seconds"], state["runs"], state["perm"], state["total"]
+        fit_minutes = None  # the schedule was fitted (or not) when it started
         click.echo(f"resuming {state_path} at step {step}/{total} (epoch {step / steps_per_epoch:.2f})", err=True)
     runs += 1
 
     def checkpoint_state() -> None:
-        save_state(state_path, key, net, opt, gen, step, perm, seconds + time.perf_counter() - start, runs)
+        save_state(state_path, key, net, opt, gen, step, total, perm, seconds + time.perf_counter() - start, runs)
 
     start = last_save = time.perf_counter()
     run_steps, stop_reason = 0, None
@@ -207,6 +213,14 @@ def main(model: str, data: Path, img_size: int, epochs: int, batch_size: int, lr
             loss = train_step(net, opt, batch, labels[idx], label_smoothing)
             step += 1
             run_steps += 1
+            if fit_minutes is not None and run_steps == 1:
+                rate_start = time.perf_counter()
+            elif fit_minutes is not None and run_steps == RATE_STEPS + 1:
+                rate = RATE_STEPS / (time.perf_counter() - rate_start)
+                total = max(step, min(total, int(rate * fit_minutes * 60)))
+                bar.total = total
+                click.echo(f"--fit-minutes {fit_minutes:g}: {rate:.1f} steps/s, schedule cut to {total} steps "
+                           f"({total / steps_per_epoch:.2f} epochs)", err=True)
             bar.update(1)
             bar.set_postfix(epoch=step // steps_per_epoch, loss=f"{loss:.3f}")
             if time.perf_counter() - last_save >= save_every * 60:
@@ -240,7 +254,7 @@ def publish(net: torch.nn.Module, model: str, schedule: Schedule, init: Path | N
     state = {k: (v.half() if v.is_floating_point() else v).cpu().contiguous() for k, v in net.state_dict().items()}
     atomic_write(ckpt, lambda tmp: save_file(state, str(tmp), metadata=meta))
     net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    acc = top1(net.cpu(), x_test, y_test, mean.cpu(), std.cpu(), channels_last)
+    acc = top1(net, x_test, y_test, mean, std, channels_last)
     record = {
         "model": model, "dataset": "cifar10-test", "n_images": len(x_test), "method": "fp32", "bits": "fp32",
         "top1": round(acc, 2), "top5": None, "fp32_top1": round(acc, 2), "drop": 0.0, "agreement": 100.0,

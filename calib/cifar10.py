@@ -8,6 +8,7 @@ the model spec each family is trained with, and one training step.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,10 @@ def model_spec_for(name: str, img_size: int) -> dict[str, Any]:
 
 
 def decode_split(archive: Path, size: int, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(N, size, size, 3) uint8 images and (N,) labels of a CIFAR-10 tar, cached after the first run."""
-    cache = cache_dir / f"{archive.name.split('.')[0]}_{size}.npz"
+    """(N, size, size, 3) uint8 images and (N,) labels of a CIFAR-10 tar, cached after the first run (the cache
+    name carries the archive's size and modification time, so another archive of the same name never reads it)."""
+    stat = archive.stat()
+    cache = cache_dir / f"{archive.name.split('.')[0]}_{size}_{stat.st_size}_{stat.st_mtime_ns}.npz"
     if cache.exists():
         data = np.load(cache)
         return data["x"], data["y"]
@@ -56,7 +59,10 @@ def decode_split(archive: Path, size: int, cache_dir: Path) -> tuple[np.ndarray,
     pairs = [dataset[i] for i in tqdm(range(len(dataset)), desc=f"decode {archive.name}", unit="img")]
     x, y = np.stack([p[0] for p in pairs]), np.asarray([p[1] for p in pairs], dtype=np.int64)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, x=x, y=y)
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")  # runs started side by side may race here
+    with tmp.open("wb") as f:
+        np.savez(f, x=x, y=y)
+    os.replace(tmp, cache)
     return x, y
 
 
@@ -92,10 +98,11 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, inputs: torch.Tenso
 @torch.no_grad()
 def top1(model: nn.Module, x: np.ndarray, y: np.ndarray, mean: torch.Tensor, std: torch.Tensor,
          channels_last: bool = False) -> float:
-    """Top-1 (%) of ``model`` on uint8 images ``x`` with labels ``y``, in eval mode."""
+    """Top-1 (%) of ``model`` on uint8 images ``x`` with labels ``y``, in eval mode, on the model's device."""
     model.eval()
+    device = next(model.parameters()).device
     correct = 0
     for i in range(0, len(x), 500):
-        logits = model(to_input(torch.from_numpy(x[i:i + 500]), mean, std, channels_last))
-        correct += int((logits.argmax(1) == torch.from_numpy(y[i:i + 500])).sum())
+        logits = model(to_input(torch.from_numpy(x[i:i + 500]).to(device), mean.to(device), std.to(device), channels_last))
+        correct += int((logits.argmax(1).cpu() == torch.from_numpy(y[i:i + 500])).sum())
     return 100.0 * correct / len(x)

@@ -3,6 +3,8 @@ of another schedule is refused, and the published checkpoint loads in vitq with 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import pytest
 import torch
@@ -64,3 +66,29 @@ def test_init_adds_the_earlier_epochs_and_another_schedule_state_is_refused(trai
     run(train, tmp_path, data, "second", "--init", str(ckpt))
     record = json.loads((tmp_path / "second.json").read_text())["records"][0]
     assert record["epochs_completed"] == 2.0 and record["epochs_total"] == 4.0 and record["init"].endswith("mobilevit_xxs.safetensors")
+
+
+def test_gpu_script_trains_every_listed_model_and_publishes_within_its_time_box(tmp_path, data):
+    """benchmarks/gpu_train_all.sh on the CPU with a time box so small that --fit-minutes cuts each schedule to
+    its timing steps: every model publishes a checkpoint that vitq loads, and a record."""
+    models = ("mobilevit_xxs", "deit_tiny_patch16_224")
+    env = {**os.environ, "DATA": str(data), "DEVICE": "cpu", "MINUTES": "0.0001", "BATCH": "16",
+           "MODELS": " ".join(models), "CKPT_DIR": str(tmp_path / "ckpt"), "RESULTS_DIR": str(tmp_path / "results"),
+           "STATE_DIR": str(tmp_path / "state"), "LOG_DIR": str(tmp_path / "logs"), "CACHE_DIR": str(tmp_path / "cache"),
+           "EXTRA": "--threads 1"}
+    result = subprocess.run(["bash", str(BENCHMARKS / "gpu_train_all.sh")], env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in models:
+        log = (tmp_path / "logs" / f"{name}.log").read_text()
+        assert "--fit-minutes 0.0001" in log and "schedule cut to" in log
+        record = json.loads((tmp_path / "results" / f"train_cifar10_{name}.json").read_text())["records"][0]
+        assert record["train_steps"] == 21 and record["device"] == "cpu"
+        create_float_model(name, checkpoint=tmp_path / "ckpt" / f"{name}.safetensors")
+    assert not list((tmp_path / "state").iterdir())  # finished runs leave no state behind
+
+
+def test_gpu_script_names_a_missing_archive(tmp_path):
+    result = subprocess.run(["bash", str(BENCHMARKS / "gpu_train_all.sh")], env={**os.environ, "DATA": str(tmp_path)},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "cifar10-train.tar.gz is missing" in result.stderr
