@@ -73,10 +73,10 @@ def run_error(args, tmp_path):
 def test_hybrid_qhyvit_on_cifar_archives(tmp_path, cifar_checkpoint):
     """The Q-HyViT path end to end: a CIFAR-10 checkpoint with its model spec, calibration from the
     train archive, evaluation on the test archive, at the checkpoint's 64 px."""
-    from tests.calib.test_datasets import make_cifar
+    from tests.fake_data import write_cifar_archive
 
-    make_cifar(tmp_path, "train", 8)
-    test_tar = make_cifar(tmp_path, "test", 6)
+    write_cifar_archive(tmp_path, "train", 8)
+    test_tar = write_cifar_archive(tmp_path, "test", 6)
     ckpt = cifar_checkpoint(tmp_path / "mvit.safetensors")
     out = tmp_path / "q.pt"
     result = CliRunner().invoke(main, ["quantize", "mobilevit_xxs", str(out), "--checkpoint", str(ckpt), "--data",
@@ -100,9 +100,9 @@ def test_hybrid_qhyvit_on_cifar_archives(tmp_path, cifar_checkpoint):
 
 
 def test_hybrid_unknown_bridge_unit_lists_units(tmp_path, cifar_checkpoint):
-    from tests.calib.test_datasets import make_cifar
+    from tests.fake_data import write_cifar_archive
 
-    data = make_cifar(tmp_path, "train", 4)
+    data = write_cifar_archive(tmp_path, "train", 4)
     result = CliRunner().invoke(main, ["quantize", "mobilevit_xxs", str(tmp_path / "q.pt"), "--checkpoint",
                                        str(cifar_checkpoint(tmp_path / "m.safetensors")), "--data", str(data),
                                        "--method", "qhyvit", "--set", "units=stages.9"])

@@ -48,6 +48,7 @@ def test_all_variants_side_by_side_with_schema_records(report, tmp_path):
     assert all(ACCURACY_KEYS <= r.keys() for r in acc)
     vitq = next(r for r in acc if r["method"] == "vitq-int8")
     assert vitq["agreement_with_torch"] >= 99.5 and vitq["n_images"] == 16
+    assert vitq["exported_as_measured"] and vitq["export_fallbacks"] == 0  # W8A8 uniform: no fallback
     path = write_results(tmp_path / "bench.json", report.records(), **report.extra())
     assert json.loads(path.read_text())["optimized_graph_op_counts"]["vitq-int8"]
     assert len(deployment_rows(report)) == len(DEFAULT_VARIANTS)

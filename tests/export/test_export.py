@@ -10,7 +10,7 @@ from onnx import numpy_helper
 
 from tests.export.conftest import TINY, images, quantized_tiny_vit, tiny_vit
 from vitq.errors import VitqError
-from vitq.export.markers import export_reference
+from vitq.export.markers import export_reference, fallback_warning
 from vitq.export.onnx_export import ExportOptions, export_onnx
 from vitq.export.options import MIN_AGREEMENT
 from vitq.export.parity import NodeCodes, ParityError, ParityReport, allowed_flips, check_parity, compare
@@ -66,11 +66,34 @@ def test_s8s8_shift_computes_the_same_values(tiny_w8a8, tmp_path):
     assert a.agreement == b.agreement == 100.0
 
 
-def test_log2_softmax_quantizer_exports_with_uniform_fallback(tmp_path):
-    qmodel = quantized_tiny_vit(make_recipe("W8A8", "minmax", {"softmax_quantizer": "log2"}))
+def test_log2_softmax_quantizer_exports_with_uniform_fallback_and_says_so(tmp_path):
+    recipe = make_recipe("W8A8", "minmax", {"softmax_quantizer": "log2"})
+    qmodel = quantized_tiny_vit(recipe)
     exported = export_onnx(qmodel, tmp_path / "m.onnx")
     report = compare(exported.path, export_reference(qmodel), [images(16, seed=7)])
     assert report.agreement >= 99.5
+    assert not recipe.format.exports_exactly
+    assert exported.fallbacks == [f"blocks.{i}.attn.av_matmul.a_quant" for i in range(TINY["depth"])]
+    assert "have no QDQ form" in fallback_warning(exported.fallbacks)
+
+
+def test_8_bit_uniform_softmax_keeps_a_4_bit_model_exact_in_onnx(tmp_path):
+    """softmax_bits=8 (uniform): the export needs no fallback, so the ONNX file is compared with the torch model
+    itself, not with a stand-in, and the attention probabilities alone are 8-bit."""
+    recipe = make_recipe("W4A4", "minmax", {"softmax_bits": 8})
+    qmodel = quantized_tiny_vit(recipe)
+    assert recipe.format.exports_exactly
+    bits = {n: m.bits for n, m in qmodel.named_modules() if n.endswith("_quant") and hasattr(m, "bits")}
+    assert bits["blocks.0.attn.av_matmul.a_quant"] == 8 and bits["blocks.0.attn.qk_matmul.a_quant"] == 4
+    exported = export_onnx(qmodel, tmp_path / "m.onnx")
+    assert exported.fallbacks == []
+    report = check_parity(exported.path, qmodel, [images(16, seed=7)])
+    assert report.passes() and report.agreement >= 99.5
+
+
+def test_softmax_bits_outside_2_to_8_is_a_clear_error():
+    with pytest.raises(VitqError, match="softmax_bits must be an integer in 2..8"):
+        make_recipe("W4A4", "minmax", {"softmax_bits": 16})
 
 
 def test_uncalibrated_model_is_a_clear_error_and_leaves_no_file(tmp_path):

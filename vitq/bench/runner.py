@@ -61,6 +61,7 @@ class BenchReport:
     latency: dict[tuple[int, int], dict[str, Latency]] = field(default_factory=dict)  # (threads, batch) -> variant
     op_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     profile_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    fallbacks: list[str] = field(default_factory=list)  # quantizers the vitq exports carry as 8-bit uniform
 
     def best_fp32(self, key: tuple[int, int]) -> float:
         return min(lat.median_ms for name, lat in self.latency[key].items() if name in FLOAT_VARIANTS)
@@ -91,6 +92,8 @@ class BenchReport:
                 "drop": round(fp32.top1 - acc.top1, 3), "agreement": round(acc.agreement, 3),
                 "runtime": "onnxruntime", "size_mb": round(self.sizes_mb[name], 3),
             }
+            if name in VITQ_VARIANTS:
+                record.update({"exported_as_measured": not self.fallbacks, "export_fallbacks": len(self.fallbacks)})
             if name in self.parity:
                 p = self.parity[name]
                 record.update({"torch_top1": p.torch_top1, "agreement_with_torch": round(p.agreement, 3),
@@ -162,10 +165,11 @@ def say_progress(progress: bool) -> Callable[[str], None]:
 
 def benchmark(variants: dict[str, Variant], eval_batches: Sequence[Batch], config: BenchConfig = BenchConfig(),
               model: str = "", bits: str = "W8A8", dataset: str = "", parity: dict[str, ParityReport] | None = None,
-              progress: bool = True) -> BenchReport:
+              progress: bool = True, fallbacks: Sequence[str] = ()) -> BenchReport:
     """Every variant (an ONNX file with its name, ``fp32`` among them) side by side on ``config.target``:
     onnxruntime accuracy on ``eval_batches``, interleaved latency, optimized-graph op counts and an op
-    profile. ``parity`` reports of the vitq variants against torch are recorded with their accuracy."""
+    profile. ``parity`` reports of the vitq variants against torch are recorded with their accuracy, and
+    ``fallbacks`` (quantizers exported as 8-bit uniform) say whether those exports are the measured model."""
     check_variants(config, eval_batches)
     target = resolve_target(config.target)
     say = say_progress(progress)
@@ -179,7 +183,7 @@ def benchmark(variants: dict[str, Variant], eval_batches: Sequence[Batch], confi
         say("accuracy")
         acc = accuracy({n: open_session(p, session_options()) for n, p in files.items()}, eval_batches, FP32, progress)
     report = BenchReport(model, bits, dataset, target, variants, {n: p.stat().st_size / 1e6 for n, p in files.items()},
-                         acc, dict(parity or {}))
+                         acc, dict(parity or {}), fallbacks=list(fallbacks))
     thread_counts = (target.threads,) if target.threads else config.threads
     for threads in thread_counts:
         live = {n: sessions.make(n, threads) for n in files}

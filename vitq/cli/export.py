@@ -39,7 +39,7 @@ def export_cmd(qcheckpoint: Path, output: Path, weight_container: str | None, ac
     from calib.datasets import open_split
     from calib.loaders import load_batches
     from calib.transforms import eval_transform
-    from vitq.export.markers import export_reference
+    from vitq.export.markers import export_reference, fallback_warning
     from vitq.export.onnx_export import ExportOptions, export_float, export_onnx
     from vitq.export.ort_format import convert_to_ort
     from vitq.export.parity import check_parity
@@ -59,6 +59,8 @@ def export_cmd(qcheckpoint: Path, output: Path, weight_container: str | None, ac
             exported = export_onnx(qm.model, Path(tmp) / output.name, ExportOptions(container, activation_type))
             click.echo(f"exported {qm.model_name} {qm.recipe.bits}: {len(exported.sites)} quantized tensors, "
                        f"opset {exported.opset}, {exported.size_mb:.2f} MB ({container} weights, {activation_type} activations)")
+            if exported.fallbacks:
+                click.echo(fallback_warning(exported.fallbacks), err=True)
             if parity_data is not None:
                 parity_data.transform = eval_transform(qm.model)
                 report = check_parity(exported.path, export_reference(qm.model),

@@ -96,6 +96,19 @@ def check_calibrated(model: nn.Module) -> list[tuple[str, Quantizer]]:
     return enabled
 
 
+def fallback_quantizers(model: nn.Module) -> list[str]:
+    """The enabled quantizers with no QDQ form, which export through :func:`uniform_fallback`: where this is not
+    empty, the exported model computes something else than the torch model that was measured."""
+    return [name for name, module in model.named_modules() if isinstance(module, NON_AFFINE) and module.enabled]
+
+
+def fallback_warning(names: list[str]) -> str:
+    """One line telling the user the export is not the measured model, and what exports exactly."""
+    return (f"warning: {len(names)} quantizers (e.g. {names[0]}) have no QDQ form and export as {FALLBACK_BITS}-bit "
+            "uniform, so the ONNX model differs from the torch one; quantize with softmax_quantizer=uniform "
+            f"(softmax_bits={FALLBACK_BITS}) and post_act_quantizer=uniform for an exact export")
+
+
 def export_reference(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose fake-quant forward is exactly what the ONNX export computes.
 
@@ -103,9 +116,9 @@ def export_reference(model: nn.Module) -> nn.Module:
     """
     check_calibrated(model)
     ref = copy.deepcopy(model).eval()
-    for name, module in list(ref.named_modules()):
-        if isinstance(module, NON_AFFINE) and module.enabled:
-            set_child(ref, name, uniform_fallback(module))
+    modules = dict(ref.named_modules())
+    for name in fallback_quantizers(ref):
+        set_child(ref, name, uniform_fallback(modules[name]))
     return ref
 
 

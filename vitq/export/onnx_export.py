@@ -14,7 +14,7 @@ from torch import nn
 
 from vitq.calibration import quantization_disabled
 from vitq.errors import VitqError
-from vitq.export.markers import MARKER_DOMAIN, ExportMarker, Site, export_reference, mark_quantizers
+from vitq.export.markers import MARKER_DOMAIN, ExportMarker, Site, export_reference, fallback_quantizers, mark_quantizers
 from vitq.export.options import ExportOptions
 from vitq.export.qdq import INT4_OPSET, insert_qdq
 from vitq.files import atomic_write
@@ -27,11 +27,13 @@ INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 @dataclass(frozen=True)
 class ExportedModel:
-    """What :func:`export_onnx` wrote: the file, its opset, and one entry per quantized tensor."""
+    """What :func:`export_onnx` wrote: the file, its opset, one entry per quantized tensor, and the quantizers
+    that exported through the uniform fallback (empty: the file computes exactly what torch measured)."""
 
     path: Path
     opset: int
     sites: list[Site]
+    fallbacks: list[str]
 
     @property
     def size_mb(self) -> float:
@@ -86,7 +88,7 @@ def export_onnx(qmodel: nn.Module, path: str | Path, options: ExportOptions = Ex
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     written = atomic_write(path, lambda tmp: onnx.save(model, tmp))
     log.info("exported %d quantized tensors to %s (opset %d)", len(sites), written, opset)
-    return ExportedModel(written, opset, sites)
+    return ExportedModel(written, opset, sites, fallback_quantizers(qmodel))
 
 
 def export_float(qmodel: nn.Module, path: str | Path) -> Path:

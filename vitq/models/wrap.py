@@ -50,14 +50,15 @@ class QuantizerFactory:
         q = UniformQuantizer(bits, symmetric=True, channels=channels, ch_axis=0, observer=obs, observer_kwargs=kwargs)
         return self._finish(q, enabled)
 
-    def activation(self, name: str, layer: str) -> Quantizer:
-        bits, obs, enabled, kwargs = self._resolve(name, layer, self.config.a_bits, self.a_observer)
+    def activation(self, name: str, layer: str, bits: int | None = None) -> Quantizer:
+        bits, obs, enabled, kwargs = self._resolve(name, layer, bits or self.config.a_bits, self.a_observer)
         return self._finish(UniformQuantizer(bits, symmetric=False, observer=obs, observer_kwargs=kwargs), enabled)
 
     def probabilities(self, name: str, layer: str) -> Quantizer:
+        bits = self.config.softmax_bits or self.config.a_bits
         if self.config.softmax_quantizer == "uniform":
-            return self.activation(name, layer)
-        bits, _, enabled, _ = self._resolve(name, layer, self.config.a_bits, "minmax")
+            return self.activation(name, layer, bits)
+        bits, _, enabled, _ = self._resolve(name, layer, bits, "minmax")
         if self.config.softmax_quantizer == "twin_uniform":
             return self._finish(TwinUniformQuantizer(bits, signed=False), enabled)
         return self._finish(LogQuantizer(bits, base=self.config.softmax_quantizer), enabled)

@@ -2,6 +2,7 @@
 torch fake-quant model, then hand the files to ``vitq.bench.benchmark``; and the demo's one table."""
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,12 +13,14 @@ from calib.loaders import Batch
 from vitq.bench.runner import BenchConfig, BenchReport, benchmark, check_variants, say_progress
 from vitq.bench.variants import FP32, FP32_OPT, ORT_STATIC, VITQ_INT4W, VITQ_U8S8, VITQ_VARIANTS
 from vitq.errors import VitqError
-from vitq.export.markers import export_reference
+from vitq.export.markers import export_reference, fallback_quantizers, fallback_warning
 from vitq.export.parity import ParityReport, compare, torch_logits
 from vitq.models.families import family_for
 from vitq.pipeline.quantize import QuantizedModel
 from vitq.pipeline.variants import build_variants
 from vitq.report.tables import text_table
+
+log = logging.getLogger(__name__)
 
 DEMO_VARIANTS = (FP32, FP32_OPT, ORT_STATIC, VITQ_U8S8)
 DEMO_COLUMNS = [
@@ -35,6 +38,9 @@ def bench_quantized(qm: QuantizedModel, calib_images: Sequence[torch.Tensor], ev
     if VITQ_INT4W in config.variants and qm.recipe.format.w_bits > 4:
         raise VitqError(f"variant {VITQ_INT4W} packs weights of <= 4 bits; {qm.model_name} is {qm.recipe.bits}")
     say = say_progress(progress)
+    fallbacks = fallback_quantizers(qm.model)
+    if fallbacks and any(name in config.variants for name in VITQ_VARIANTS):
+        log.warning(fallback_warning(fallbacks))
     shape = family_for(qm.model_name).transformer_shape(qm.model)
     variants = build_variants(qm.model, calib_images, workdir, config.variants, stem=qm.model_name, transformer_shape=shape,
                               progress=say)
@@ -48,7 +54,7 @@ def bench_quantized(qm: QuantizedModel, calib_images: Sequence[torch.Tensor], ev
                 say(f"parity {name} vs torch fake-quant")
                 parity[name] = compare(variants[name].path, reference, eval_batches, logits)
     return benchmark(variants, eval_batches, config, model=qm.model_name, bits=qm.recipe.bits, dataset=dataset, parity=parity,
-                     progress=progress)
+                     progress=progress, fallbacks=fallbacks)
 
 
 def deployment_rows(report: BenchReport) -> list[dict]:

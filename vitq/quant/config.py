@@ -61,6 +61,8 @@ class QuantConfig:
         first_last: precision of the first (patch embedding / stem) and last (classifier) layers:
             ``same`` as the rest, ``8bit``, or ``float`` (left unquantized).
         softmax_quantizer: quantizer of the attention probabilities (the left operand of attn @ v).
+        softmax_bits: bit-width of the attention probabilities (None: ``a_bits``). 8 with ``uniform`` keeps a
+            low-bit model exactly expressible as QDQ, where the log2 grid has no QuantizeLinear form.
         post_act_quantizer: quantizer of MLP hidden activations (the input of ``mlp.fc2``, after GELU).
         ln_reparam: calibrate post-LayerNorm Linear inputs per channel and fold the factors into
             LayerNorm + Linear (``vitq.models.ln_reparam``); the exported graph stays per-tensor.
@@ -76,6 +78,7 @@ class QuantConfig:
     percentile: float = 99.999
     first_last: str = "8bit"
     softmax_quantizer: str = "uniform"
+    softmax_bits: int | None = None
     post_act_quantizer: str = "uniform"
     ln_reparam: bool = True
     ln_power_of_two: bool = False
@@ -85,6 +88,8 @@ class QuantConfig:
         check_bits(self.w_bits, "weight bit-width")
         check_bits(self.a_bits, "activation bit-width")
         check_percentile(self.percentile)
+        if self.softmax_bits is not None:
+            check_bits(self.softmax_bits, "softmax_bits")
         for name in ("ln_reparam", "ln_power_of_two"):
             if not isinstance(getattr(self, name), bool):
                 raise VitqError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -110,6 +115,12 @@ class QuantConfig:
     @property
     def bits(self) -> str:
         return f"W{self.w_bits}A{self.a_bits}"
+
+    @property
+    def exports_exactly(self) -> bool:
+        """Whether every quantizer this format makes is uniform, so the ONNX QDQ export computes exactly what the
+        torch model does (log2 and twin-uniform grids export through an 8-bit uniform fallback)."""
+        return self.softmax_quantizer == "uniform" and self.post_act_quantizer == "uniform"
 
     def override_for(self, quantizer_name: str) -> dict[str, Any]:
         merged: dict[str, Any] = {}
