@@ -98,6 +98,14 @@ def test_hybrid_qhyvit_on_cifar_archives(tmp_path, cifar_checkpoint):
     assert record["n_images"] == 6 and record["method"] == "qhyvit" and record["bits"] == "W6A6"
     assert record["recon_losses"] == losses
 
+    # timed at a deployment resolution (speed only): the graphs take 96 px inputs, no accuracy is claimed
+    result = CliRunner().invoke(main, ["bench", str(out), "--data", str(test_tar), "--input-size", "96", "--calib-size", "8",
+                                       "--variants", "fp32,vitq-int8", "--threads", "1", "--batch", "1", "--runs", "1",
+                                       "--results-file", str(tmp_path / "bench.json")])
+    assert result.exit_code == 0, result.output
+    records = json.loads((tmp_path / "bench.json").read_text())["records"]
+    assert {r["variant"] for r in records} == {"fp32", "vitq-int8"} and all(r["input_px"] == 96 for r in records)
+
 
 def test_hybrid_unknown_bridge_unit_lists_units(tmp_path, cifar_checkpoint):
     from tests.fake_data import write_cifar_archive

@@ -1,6 +1,7 @@
 """Bench harness on a tiny random ViT (few runs: checks plumbing and records, not speed) and target errors."""
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -16,7 +17,7 @@ from vitq.errors import VitqError
 from vitq.export.onnx_export import export_onnx
 from vitq.export.ort_format import convert_to_ort
 from vitq.export.runtime import open_session
-from vitq.pipeline.bench import bench_quantized, deployment_rows
+from vitq.pipeline.bench import at_resolution, bench_quantized, deployment_rows
 from vitq.pipeline.quantize import QuantizedModel
 from vitq.recipe import make_recipe
 from vitq.results import write_results
@@ -113,3 +114,13 @@ def test_int4_weight_variant_needs_low_bit_weights(tiny_w8a8, tmp_path):
     qm = QuantizedModel(tiny_w8a8, "vit_tiny_patch16_224", make_recipe("W8A8", "minmax"))
     with pytest.raises(VitqError, match="variant vitq-int4w packs weights of <= 4 bits; vit_tiny_patch16_224 is W8A8"):
         bench_quantized(qm, [images(4)], labelled(4, 5), tmp_path, config, progress=False)
+
+
+def test_a_resolution_the_model_cannot_take_is_a_clear_error(tiny_w8a8):
+    """The tiny ViT's position table is sized for 32 px: timing it at 64 px is refused, naming both sizes."""
+    qm = QuantizedModel(copy.deepcopy(tiny_w8a8), "vit_tiny_patch16_224", make_recipe("W8A8", "minmax"))
+    qm.model.pretrained_cfg = {"input_size": (3, 32, 32)}
+    with pytest.raises(VitqError, match="vit_tiny_patch16_224 cannot run at 64 px \\(trained at 32 px\\): "):
+        at_resolution(qm, 64)
+    at_resolution(qm, 32)
+    assert qm.model.pretrained_cfg["input_size"] == (3, 32, 32)

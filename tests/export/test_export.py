@@ -6,6 +6,7 @@ import copy
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import numpy_helper
 
 from tests.export.conftest import TINY, images, quantized_tiny_vit, tiny_vit
@@ -15,6 +16,7 @@ from vitq.export.onnx_export import ExportOptions, export_onnx
 from vitq.export.options import MIN_AGREEMENT
 from vitq.export.parity import NodeCodes, ParityError, ParityReport, allowed_flips, check_parity, compare
 from vitq.models.wrap import wrap_model
+from vitq.pipeline.quantize import quantize
 from vitq.quant.config import QuantConfig
 from vitq.recipe import make_recipe
 
@@ -94,6 +96,20 @@ def test_8_bit_uniform_softmax_keeps_a_4_bit_model_exact_in_onnx(tmp_path):
 def test_softmax_bits_outside_2_to_8_is_a_clear_error():
     with pytest.raises(VitqError, match="softmax_bits must be an integer in 2..8"):
         make_recipe("W4A4", "minmax", {"softmax_bits": 16})
+
+
+def test_bit_equal_weights_each_keep_their_own_codes(tmp_path):
+    """torch.onnx shares bit-equal initializers through Identity nodes (zero-initialised convs of a random hybrid
+    model do this); the export still finds each weight and passes parity."""
+    model = tiny_vit()
+    with torch.no_grad():
+        for block in model.blocks:
+            block.mlp.fc2.weight.zero_()
+    qmodel = quantize(model, "vit_tiny_patch16_224", [images(16)], make_recipe("W8A8", "minmax"), progress=False).model
+    exported = export_onnx(qmodel, tmp_path / "m.onnx")
+    inits = {t.name for t in onnx.load(str(exported.path)).graph.initializer}
+    assert {f"blocks.{i}.mlp.fc2.weight_quant.codes" for i in range(TINY["depth"])} <= inits
+    assert check_parity(exported.path, export_reference(qmodel), [images(16, seed=7)]).passes()
 
 
 def test_uncalibrated_model_is_a_clear_error_and_leaves_no_file(tmp_path):

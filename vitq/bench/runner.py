@@ -62,6 +62,7 @@ class BenchReport:
     op_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     profile_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     fallbacks: list[str] = field(default_factory=list)  # quantizers the vitq exports carry as 8-bit uniform
+    input_px: int = 0  # the square input resolution the graphs were timed at
 
     def best_fp32(self, key: tuple[int, int]) -> float:
         return min(lat.median_ms for name, lat in self.latency[key].items() if name in FLOAT_VARIANTS)
@@ -75,7 +76,7 @@ class BenchReport:
                     "model": self.model, "variant": name, "target": self.target.name, "threads": threads, "batch": batch,
                     "latency_ms_median": round(lat.median_ms, 3), "latency_ms_p90": round(lat.p90_ms, 3),
                     "throughput_ips": round(lat.throughput_ips, 2), "size_mb": round(self.sizes_mb[name], 3),
-                    "speedup": round(best / lat.median_ms, 3), "providers": list(self.target.providers),
+                    "speedup": round(best / lat.median_ms, 3), "input_px": self.input_px, "providers": list(self.target.providers),
                 })
         return out
 
@@ -183,7 +184,7 @@ def benchmark(variants: dict[str, Variant], eval_batches: Sequence[Batch], confi
         say("accuracy")
         acc = accuracy({n: open_session(p, session_options()) for n, p in files.items()}, eval_batches, FP32, progress)
     report = BenchReport(model, bits, dataset, target, variants, {n: p.stat().st_size / 1e6 for n, p in files.items()},
-                         acc, dict(parity or {}), fallbacks=list(fallbacks))
+                         acc, dict(parity or {}), fallbacks=list(fallbacks), input_px=int(_images(eval_batches, 1).shape[-1]))
     thread_counts = (target.threads,) if target.threads else config.threads
     for threads in thread_counts:
         live = {n: sessions.make(n, threads) for n in files}

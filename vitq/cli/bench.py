@@ -48,11 +48,14 @@ def int_list(spec: str, what: str) -> tuple[int, ...]:
               help=f"Variants to compare, from {', '.join(ALL_VARIANTS)} (vitq-int4w: <= 4-bit weights packed as int4).")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the built ONNX files (fp32 included) here (default: a temporary folder).")
+@click.option("--input-size", type=click.IntRange(min=8), default=None,
+              help="Time the graphs at this square resolution (px) instead of the trained one; speed only, since "
+                   "accuracy means the trained resolution.")
 @results_option
 @click.option("--markdown", "markdown_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Markdown report.")
 def bench_cmd(qcheckpoint: Path, target: str, data: Path | None, limit: int | None, calib_size: int, threads_spec: str,
               batch_spec: str, runs: int, large_batch_runs: int, variant_spec: str, workdir: Path | None,
-              results_file: Path | None, markdown_file: Path | None) -> None:
+              input_size: int | None, results_file: Path | None, markdown_file: Path | None) -> None:
     """Benchmark QCHECKPOINT's vitq int8 export against fp32 and onnxruntime quantize_static on TARGET."""
     from vitq.bench.targets import resolve_target
 
@@ -72,16 +75,18 @@ def bench_cmd(qcheckpoint: Path, target: str, data: Path | None, limit: int | No
     from vitq.bench.report import accuracy_table, markdown, speed_table
     from vitq.bench.runner import BenchConfig
     from vitq.files import atomic_write
-    from vitq.pipeline.bench import bench_quantized
+    from vitq.pipeline.bench import at_resolution, bench_quantized
     from vitq.pipeline.checkpoint import load_quantized
     from vitq.results import machine, provenance, write_results
 
-    config = BenchConfig(target, threads, batches, runs, large_batch_runs, variants)
+    config = BenchConfig(target, threads, batches, runs, large_batch_runs, variants, accuracy=input_size is None)
     data_path = data_or_demo(data)
     splits = [open_split(data_path, "calibration", None, limit=calib_size),  # data errors before the model loads
               open_split(data_path, "evaluation", None, limit=limit)]
     qm = load_quantized(qcheckpoint)
     warn_label_space(qm.model, qm.model_name, splits[1], data_path)
+    if input_size:
+        at_resolution(qm, input_size)
     for split in splits:
         split.transform = eval_transform(qm.model)
     calib = load_batches(splits[0], 32, desc="load calibration images")

@@ -181,7 +181,22 @@ class QDQRewriter:
                                       name=f"{site.name}/DequantizeLinear"))
         return nodes
 
+    def _unalias_weights(self) -> None:
+        """Point weight markers at the initializer itself where the exporter shared equal initializers through an
+        Identity (its deduplication pass does this for bit-equal weights, e.g. zero-initialised convs of a random
+        model), so each weight keeps its own codes; the Identity nodes left unused are dropped."""
+        aliases = {n.output[0]: n.input[0] for n in self.graph.node
+                   if n.op_type == "Identity" and n.input[0] in self.initializers}
+        for node in self.graph.node:
+            if node.domain == MARKER_DOMAIN and node.input and node.input[0] in aliases:
+                node.input[0] = aliases[node.input[0]]
+        used = {i for n in self.graph.node for i in n.input} | {o.name for o in self.graph.output}
+        dropped = [n for n in self.graph.node if n.op_type == "Identity" and n.output[0] in aliases and n.output[0] not in used]
+        for node in dropped:
+            self.graph.node.remove(node)
+
     def run(self) -> onnx.ModelProto:
+        self._unalias_weights()
         rewritten: list[onnx.NodeProto] = []
         seen = 0
         for node in list(self.graph.node):

@@ -57,6 +57,22 @@ def bench_quantized(qm: QuantizedModel, calib_images: Sequence[torch.Tensor], ev
                      progress=progress, fallbacks=fallbacks)
 
 
+def at_resolution(qm: QuantizedModel, size: int) -> None:
+    """Make ``qm``'s exports take ``size`` x ``size`` px inputs (for timing at the resolution a model is deployed at;
+    speed does not depend on the weights). A model that cannot run at ``size`` (position tables or attention biases
+    sized for its trained resolution) is a clear error."""
+    cfg = dict(getattr(qm.model, "pretrained_cfg", None) or {})
+    channels = tuple(cfg.get("input_size", (3, 224, 224)))[0]
+    try:
+        with torch.no_grad():
+            qm.model.eval()(torch.zeros(1, channels, size, size))
+    except Exception as e:  # noqa: BLE001 - any failure means the model cannot take this resolution
+        trained = cfg.get("input_size", ("?", "?", "?"))[-1]
+        reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise VitqError(f"{qm.model_name} cannot run at {size} px (trained at {trained} px): {reason}") from None
+    qm.model.pretrained_cfg = {**cfg, "input_size": (channels, size, size)}
+
+
 def deployment_rows(report: BenchReport) -> list[dict]:
     """One row per variant: its accuracy record joined with its batch-1 latency record."""
     accuracy = {r["method"]: r for r in report.accuracy_records()}
