@@ -154,7 +154,8 @@ def test_recipe_file_round_trips_what_a_checkpoint_records(tmp_path, quantized):
     yaml_path.write_text("method: pfcr\nbits: W4A4\nrecon:\n  preset: ci\n  iters: 3\n")
     recipe = load_recipe(yaml_path, settings={"samples": 8})
     assert (recipe.method, recipe.bits, recipe.recon.preset, recipe.recon.iters, recipe.recon.samples) == ("pfcr", "W4A4", "ci", 3, 8)
-    assert recipe.format.softmax_quantizer == "log2" and "format.softmax_quantizer" in recipe.derived
+    assert recipe.format.softmax_quantizer == "uniform" and recipe.format.softmax_bits == 8
+    assert "format.softmax_bits" in recipe.derived and recipe.format.exports_exactly
     (tmp_path / "bad.yaml").write_text("method: [\n")
     msg = run_error(["quantize", MODEL, str(tmp_path / "o.pt"), "--recipe", str(tmp_path / "bad.yaml")], tmp_path)
     assert "cannot parse recipe file" in msg

@@ -139,6 +139,7 @@ def test_setting_tells_apart_records_that_differ_only_in_overrides():
     mixed = {**base, "config": {**base["config"], "overrides": {"blocks.*.mlp.fc2.input_quant": {"bits": 8}},
                                 "post_act_quantizer": "twin_uniform"}}
     assert setting(base) == "softmax=log2, percentile=99.9"
+    assert setting({**base, "config": {"percentile": 99.9, "softmax_bits": 8}}) == "softmax_bits=8, percentile=99.9"
     assert setting(mixed) == ('softmax=log2, percentile=99.9, post-act=twin_uniform, '
                               'blocks.*.mlp.fc2.input_quant: {"bits": 8}')
 

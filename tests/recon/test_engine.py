@@ -1,6 +1,8 @@
 """The engine on a tiny random DeiT: lower unit error, hard 0/1 rounding, determinism, errors."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -11,7 +13,7 @@ from vitq.models.units import activation_after
 from vitq.quant.config import QuantConfig
 from vitq.recipe import make_recipe
 from vitq.recon.config import ReconConfig
-from vitq.recon.engine import Reconstructor, reconstruct
+from vitq.recon.engine import Reconstructor, check_plan, reconstruct
 from vitq.recon.rounding import LearnedRoundingQuantizer
 
 from .conftest import tiny_wrapped
@@ -152,6 +154,10 @@ def test_fisher_loss_reconstructs_and_is_refused_where_undefined(images):
         run("adaround", images, ReconConfig(iters=1, loss="fisher"))
     with pytest.raises(VitqError, match="loss must be one of"):
         ReconConfig(loss="l1")
+    qmodel = tiny_wrapped(MSE_W3A4, images)
+    headless = dataclasses.replace(partition_for(qmodel, NAME), head=None)  # as the hybrid families' partitions are
+    with pytest.raises(VitqError, match="needs the partition's classifier head.*families that take it: swin, vit"):
+        check_plan(qmodel, headless, "pfcr", schedule("pfcr"), ReconConfig(loss="fisher"))
 
 
 def test_model_level_fits_logits_with_activation_steps_only(images):

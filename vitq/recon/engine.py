@@ -181,8 +181,12 @@ class Reconstructor:
         if self.cfg.loss == "mse":
             return
         if self.partition.head is None:
-            raise VitqError(f"loss {self.cfg.loss!r} needs the partition's classifier head; this model family's partition "
-                            "defines none (use loss 'mse')")
+            from vitq.models.families import FAMILIES
+
+            able = [n for n in FAMILIES.names() if not FAMILIES.get(n).hybrid]  # the plain transformers declare a head
+            raise VitqError(f"loss {self.cfg.loss!r} needs the partition's classifier head, which this model family's "
+                            f"partition does not define; families that take it: {', '.join(able)} "
+                            "(use loss 'mse' here)")
         if any(g in (LAYER, BRIDGE) for g in levels):
             raise VitqError(f"loss {self.cfg.loss!r} weights outputs of residual-stream units; this method reconstructs "
                             f"{'layers' if LAYER in levels else 'bridge blocks'} (use loss 'mse')")

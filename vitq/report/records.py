@@ -82,6 +82,8 @@ def setting(record: dict[str, Any]) -> str:
         parts.append(f"lr_rounding={resolved['lr_rounding']}")
     if config.get("softmax_quantizer", "uniform") != "uniform":
         parts.append(f"softmax={config['softmax_quantizer']}")
+    if config.get("softmax_bits"):
+        parts.append(f"softmax_bits={config['softmax_bits']}")
     reconstructs = bool(recon)
     if reconstructs and config.get("init_method", "mse") != "mse":  # records before percentile init say mse
         parts.append(f"init={config['init_method']}")
