@@ -37,9 +37,9 @@ def test_w8a8_percentile_matches_fp32(data):
 
 @pytest.mark.accuracy
 def test_w4a4_percentile_does_not_collapse(data):
-    """The low-bit recipe (99.9th percentile, MSE weight scales, log2 softmax) keeps W4A4 usable without
-    reconstruction: 875 images 61.0 % top-1 / agreement 66.4 % (baseline_deit_tiny_lowbit_pct999_mse_weights.json;
-    min-max weights and a uniform softmax gave 41.5 %, KL 1.63); these 100 images: agreement 66 %, KL 0.89
+    """The low-bit recipe (99.9th percentile, MSE weight scales, uniform 8-bit attention probabilities) keeps W4A4
+    usable without reconstruction: 875 images 62.9 % top-1 (exportable_lowbit_percentile_deit_tiny.json; min-max
+    weights and a 4-bit uniform softmax gave 41.5 %, KL 1.63); these 100 images: agreement 68 %, KL 0.82
     (recon_ci.json)."""
     model, calib, evaluation = data
     _, run = quantize_and_evaluate(model, DEMO_MODEL, make_recipe("W4A4", "percentile"), calib, evaluation,
