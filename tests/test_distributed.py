@@ -92,7 +92,7 @@ def test_reconstruction_under_two_ranks_ends_identical_on_both_and_as_good_as_on
     single = worker.quantized("W4A4", "pfcr", worker.data(), **worker.RECON).recon_losses
     for two, one in zip(first["losses"]["levels"], single["levels"]):
         assert two["level"] == one["level"] and two["units"] == one["units"]
-        assert two["after"] < two["before"]
+        assert two["after"] <= two["before"]  # the losses are rounded: a level already at 1e-4 can stay equal
         assert two["after"] == pytest.approx(one["after"], rel=0.25), (two, one)
 
 

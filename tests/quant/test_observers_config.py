@@ -121,9 +121,9 @@ def test_weight_observer_replaces_only_the_weight_observer():
 
 def test_low_bit_recipe_applies_to_percentile_calibration_only_and_is_recorded_as_derived():
     low = make_recipe("W4A4", "percentile")
-    assert (low.format.weight_observer, low.format.softmax_quantizer, low.format.percentile) == ("mse", "log2", 99.9)
+    assert (low.format.weight_observer, low.format.softmax_bits, low.format.percentile) == ("mse", 8, 99.9)
     assert observers(low) == ("mse", "percentile")
-    assert {"format.weight_observer", "format.softmax_quantizer", "format.percentile"} <= set(low.derived)
+    assert {"format.weight_observer", "format.softmax_bits", "format.percentile"} <= set(low.derived)
     recon = make_recipe("W3A3", "pfcr")  # starts from percentile calibration
     assert (recon.format.weight_observer, recon.format.softmax_quantizer, recon.format.percentile) == ("mse", "uniform", 99.5)
     assert recon.derived["calibration"] == "pfcr starts from percentile calibration"
