@@ -184,7 +184,7 @@ def benchmark(variants: dict[str, Variant], eval_batches: Sequence[Batch], confi
         say("accuracy")
         acc = accuracy({n: open_session(p, session_options()) for n, p in files.items()}, eval_batches, FP32, progress)
     report = BenchReport(model, bits, dataset, target, variants, {n: p.stat().st_size / 1e6 for n, p in files.items()},
-                         acc, dict(parity or {}), fallbacks=list(fallbacks), input_px=int(_images(eval_batches, 1).shape[-1]))
+                         acc, dict(parity or {}), fallbacks=list(fallbacks), input_px=int(eval_batches[0][0].shape[-1]))
     thread_counts = (target.threads,) if target.threads else config.threads
     for threads in thread_counts:
         live = {n: sessions.make(n, threads) for n in files}
