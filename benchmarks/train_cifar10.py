@@ -33,11 +33,12 @@ import numpy as np
 import timm
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm import tqdm
 
 from calib.cifar10 import augment, decode_split, model_spec_for, to_input, top1, train_step
 from vitq.assets import ASSETS_DIR
+from vitq.errors import VitqError
 from vitq.files import atomic_write
 from vitq.models.loading import CHECKPOINT_META_KEY, create_float_model, model_spec
 from vitq.report.records import RESULTS_DIR, UNDER_TRAINED_BELOW
@@ -163,9 +164,10 @@ def main(model: str, data: Path, img_size: int, epochs: int, batch_size: int, lr
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    net = create_float_model(model, spec=schedule.spec)
-    if init is not None:
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in load_file(str(init)).items()})
+    try:  # an unknown model, or an --init checkpoint that does not fit it, is one line
+        net = create_float_model(model, checkpoint=init, spec=schedule.spec)
+    except VitqError as e:
+        raise click.ClickException(str(e)) from None
     net.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     x_train, y_train = decode_split(data / "cifar10-train.tar.gz", img_size, cache_dir)

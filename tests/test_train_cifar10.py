@@ -92,3 +92,10 @@ def test_gpu_script_names_a_missing_archive(tmp_path):
     result = subprocess.run(["bash", str(BENCHMARKS / "gpu_train_all.sh")], env={**os.environ, "DATA": str(tmp_path)},
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "cifar10-train.tar.gz is missing" in result.stderr
+
+
+def test_an_init_checkpoint_of_another_model_is_a_one_line_error(train, tmp_path, data, cifar_checkpoint):
+    other = cifar_checkpoint(tmp_path / "mvit2.safetensors", "mobilevitv2_050")
+    result = CliRunner().invoke(train, ["--model", "mobilevit_xxs", "--data", str(data), "--cache-dir", str(tmp_path / "c"),
+                                        "--init", str(other), "--state", str(tmp_path / "s.pt")])
+    assert result.exit_code == 1 and "does not fit mobilevit_xxs" in result.output, result.output
