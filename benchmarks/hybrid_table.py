@@ -1,7 +1,16 @@
-"""Q-HyViT table: hybrid ViTs trained on CIFAR-10 x bit-widths x PTQ methods, paired against fp32.
+"""CIFAR-10 table: a checkpoint trained on CIFAR-10 x bit-widths x PTQ methods, paired against fp32.
+
+The Q-HyViT table of a hybrid ViT:
 
     python benchmarks/hybrid_table.py --checkpoint assets/cifar10/mobilevit_xxs.safetensors \\
         --data ../shared/data/cifar10-test.tar.gz --out benchmarks/results/hybrid_mobilevit_xxs.json
+
+PFCR against BRECQ and calibration on the 64 px Swin (or DeiT) checkpoint, from percentile calibration
+as on ImageNet:
+
+    python benchmarks/hybrid_table.py --checkpoint assets/cifar10/swin_tiny_patch4_window7_224.safetensors \\
+        --data ../shared/data/cifar10-test.tar.gz --methods percentile,brecq,pfcr --bits W4A4,W3A3 \\
+        --recon-preset fast --set calibration=percentile --out benchmarks/results/cifar10_pfcr_swin.json
 
 Calibration images come from the CIFAR-10 train archive (``--calib-images``, evenly spaced, all
 classes), evaluation from the 10,000 test images. Every method runs on identical wrapping and
@@ -23,7 +32,7 @@ from vitq.evaluate import predict
 from vitq.methods import get_method
 from vitq.models.loading import checkpoint_spec, create_float_model
 from vitq.pipeline.workflow import ACCURACY_COLUMNS, quantize_and_evaluate
-from vitq.recipe import make_recipe
+from vitq.recipe import make_recipe, parse_settings
 from vitq.report import UNDER_TRAINED_BELOW
 from vitq.report.tables import text_table
 from vitq.results import write_results
@@ -38,11 +47,13 @@ from vitq.results import write_results
 @click.option("--calib-images", type=int, default=256, show_default=True, help="Calibration images from the train archive.")
 @click.option("--eval-limit", type=int, default=None, help="Evaluate on this many test images (default: all).")
 @click.option("--recon-preset", default="hybrid", show_default=True, help="Reconstruction preset for qhyvit.")
+@click.option("--set", "sets", multiple=True,
+              help="Recipe setting KEY=VALUE for the reconstruction methods, e.g. calibration=percentile.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Results file (JSON).")
 def main(checkpoint: Path, data: Path, methods: str, bits_spec: str, calib_images: int, eval_limit: int | None,
-         recon_preset: str, device: str, out: Path) -> None:
-    """Every method x bit-width on one CIFAR-10 hybrid checkpoint, paired against fp32."""
+         recon_preset: str, sets: tuple[str, ...], device: str, out: Path) -> None:
+    """Every method x bit-width on one CIFAR-10 checkpoint, paired against fp32."""
     logging.basicConfig(level=logging.WARNING)
     spec = checkpoint_spec(checkpoint)
     if spec is None:
@@ -56,7 +67,8 @@ def main(checkpoint: Path, data: Path, methods: str, bits_spec: str, calib_image
     for bits in bits_spec.split(","):
         for method in methods.split(","):
             # reconstruction starts from min-max calibration here, as the published hybrid tables did
-            settings = {"calibration": "minmax", "recon_preset": recon_preset} if get_method(method).reconstructs else {}
+            recon = {"calibration": "minmax", "recon_preset": recon_preset, **parse_settings(sets)}
+            settings = recon if get_method(method).reconstructs else {}
             recipe = make_recipe(bits, method, settings, seed=0)
             torch.manual_seed(0)
             _, run = quantize_and_evaluate(model, name, recipe, calib, evaluation, dataset="cifar10-test", device=device,
