@@ -6,6 +6,7 @@ import copy
 import numpy as np
 import onnx
 import pytest
+import timm
 import torch
 from onnx import numpy_helper
 
@@ -15,6 +16,7 @@ from vitq.export.markers import export_reference, fallback_warning
 from vitq.export.onnx_export import ExportOptions, export_onnx
 from vitq.export.options import MIN_AGREEMENT
 from vitq.export.parity import NodeCodes, ParityError, ParityReport, allowed_flips, check_parity, compare
+from vitq.export.runtime import open_session, run
 from vitq.models.wrap import wrap_model
 from vitq.pipeline.quantize import quantize
 from vitq.quant.config import QuantConfig
@@ -27,7 +29,9 @@ def test_w8a8_export_passes_checker_and_parity(tiny_w8a8, tmp_path):
     onnx.checker.check_model(model, full_check=True)
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("QuantizeLinear") == sum(1 for s in exported.sites if not s.is_weight)
-    assert ops.count("DequantizeLinear") == len(exported.sites)
+    # the patch-embedding conv runs in float (its output is not quantized), so it holds float weights, not a DQ
+    float_convs = [n for n in model.graph.node if n.op_type == "Conv" and n.input[1] in {t.name for t in model.graph.initializer}]
+    assert len(float_convs) == 1 and ops.count("DequantizeLinear") == len(exported.sites) - 1
     assert "Softmax" in ops and not any(n.domain == "vitq" for n in model.graph.node)
     report = check_parity(exported.path, export_reference(tiny_w8a8), [images(16, seed=7)])
     assert report.agreement >= 99.5 and report.max_abs_logit_error < 1e-2
@@ -223,3 +227,32 @@ def test_per_channel_activation_exports_as_float_fake_quant(tmp_path):
     assert ops.count("QuantizeLinear") == sum(1 for s in exported.sites if not s.is_weight) - 2
     report = check_parity(exported.path, export_reference(qmodel), [images(16, seed=7)])
     assert report.agreement >= 99.5 and report.max_abs_logit_error < 1e-2
+
+
+def test_convs_onnxruntime_runs_in_float_get_float_weights_with_the_same_numbers(tmp_path):
+    """MobileViT's convs have no quantized output, so onnxruntime runs them in float: the 3x3 and depthwise ones get
+    their dequantized weights as float constants (pre-packable), the 1x1 ones keep int8 codes; both files compute the
+    same logits, and the float-weight one only differs in how the weights are stored."""
+    torch.manual_seed(0)
+    model = timm.create_model("mobilevit_xxs", num_classes=10).eval()
+    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, 64, 64)}
+    batches = [torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))]
+    qmodel = quantize(model, "mobilevit_xxs", batches, make_recipe("W8A8", "minmax"), progress=False).model
+    floated = export_onnx(qmodel, tmp_path / "f.onnx")
+    coded = export_onnx(qmodel, tmp_path / "c.onnx", ExportOptions(float_conv_weights=False))
+    graph = onnx.load(str(floated.path)).graph
+    inits = {t.name: t for t in graph.initializer}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    spatial = [n for n in convs if list(next(a.ints for a in n.attribute if a.name == "kernel_shape")) != [1, 1]]
+    assert spatial and len(spatial) < len(convs)
+    for conv in convs:
+        weight_is_float = conv.input[1] in inits and inits[conv.input[1]].data_type == onnx.TensorProto.FLOAT
+        assert weight_is_float == (conv in spatial), conv.name
+    coded_graph = onnx.load(str(coded.path)).graph
+    assert all(n.input[1] not in {t.name for t in coded_graph.initializer} for n in coded_graph.node if n.op_type == "Conv")
+    x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(2)).numpy()
+    a = run(open_session(floated.path), x)
+    b = run(open_session(coded.path), x)
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
+    report = check_parity(floated.path, export_reference(qmodel), [torch.from_numpy(x)])
+    assert report.agreement == 100.0

@@ -45,7 +45,8 @@ def int_list(spec: str, what: str) -> tuple[int, ...]:
 @click.option("--large-batch-runs", type=click.IntRange(min=1), default=8, show_default=True,
               help="Timed runs per variant at larger batches.")
 @click.option("--variants", "variant_spec", default=",".join(DEFAULT_VARIANTS), show_default=True,
-              help=f"Variants to compare, from {', '.join(ALL_VARIANTS)} (vitq-int4w: <= 4-bit weights packed as int4).")
+              help=f"Variants to compare, from {', '.join(ALL_VARIANTS)} (vitq-int4w: <= 4-bit weights packed as int4; "
+                   "vitq-int8-dqconv: every conv weight as int8 codes + DequantizeLinear).")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the built ONNX files (fp32 included) here (default: a temporary folder).")
 @click.option("--input-size", type=click.IntRange(min=8), default=None,

@@ -63,8 +63,7 @@ def torch_to_onnx(model: nn.Module, shape: tuple[int, ...], opset: int = DEFAULT
 def build_qdq_model(qmodel: nn.Module, options: ExportOptions = ExportOptions()) -> tuple[onnx.ModelProto, list[Site]]:
     """The checked QDQ ModelProto of a calibrated vitq model (nothing written to disk)."""
     marked, sites = mark_quantizers(export_reference(qmodel))
-    model, uses_int4 = insert_qdq(torch_to_onnx(marked, input_shape(qmodel)), sites, options.weight_container,
-                                  options.activation_type)
+    model, uses_int4 = insert_qdq(torch_to_onnx(marked, input_shape(qmodel)), sites, options)
     if uses_int4:
         model = _to_int4_opset(model)
     model.producer_name, model.doc_string = "vitq", "vitq QDQ export: learned scales/zero-points, integer weights"

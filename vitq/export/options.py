@@ -28,7 +28,14 @@ class ExportOptions:
     ``weight_container="int4"`` packs weights of <= 4 bits two per byte (opset 21; ORT then runs
     those layers as DQ + float MatMul: smallest file, not fastest). ``activation_type="int8"``
     shifts unsigned activation grids to signed for S8S8 kernels.
+
+    ``float_conv_weights``: a 3x3 (or larger) convolution that onnxruntime runs in float (no integer kernel:
+    its output is not quantized, or it is depthwise) gets its weight as the dequantized float32 values, the
+    numbers DequantizeLinear would produce, as a constant. onnxruntime then pre-packs it (NCHWc) as in the
+    fp32 graph; behind a runtime DequantizeLinear the same conv runs 1.5-6x slower
+    (``benchmarks/results/ort_op_speed.json``). The cost is 4 bytes per such weight instead of 1.
     """
 
     weight_container: str = "int8"
     activation_type: str = "uint8"
+    float_conv_weights: bool = True

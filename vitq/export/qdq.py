@@ -13,6 +13,10 @@ Each ``vitq::QuantMarker`` becomes:
   kernel for per-channel activation scales, and its DQ -> MatMul fusion (MatMulIntegerToFloat)
   rejects them at run time, so these are written as the same arithmetic in float
   (Div, Round, Add, Clip, Sub, Mul); the consumer then runs in float on dequantized int8 weights.
+* weight of a 3x3 (or larger) convolution onnxruntime runs in float: with ``float_conv_weights`` the
+  dequantized values themselves, as a float32 constant. ORT fuses ``DQ -> Conv -> Q`` into QLinearConv only
+  when the conv's output is quantized, and measured here its depthwise integer kernel is slower than the
+  float one; behind a runtime DequantizeLinear such a conv cannot be pre-packed and runs 1.5-6x slower.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from vitq.errors import VitqError
 from vitq.export.markers import MARKER_DOMAIN, MARKER_OP, Site
-from vitq.export.options import ACTIVATION_TYPES, WEIGHT_CONTAINERS
+from vitq.export.options import ACTIVATION_TYPES, WEIGHT_CONTAINERS, ExportOptions
 
 INT4_OPSET = 21
 
@@ -81,7 +85,8 @@ def pack_4bit(codes: np.ndarray) -> bytes:
 class QDQRewriter:
     """Replaces markers in one graph; keeps node order so the graph stays topologically sorted."""
 
-    def __init__(self, model: onnx.ModelProto, sites: list[Site], weight_container: str, activation_type: str) -> None:
+    def __init__(self, model: onnx.ModelProto, sites: list[Site], weight_container: str, activation_type: str,
+                 float_conv_weights: bool) -> None:
         if weight_container not in WEIGHT_CONTAINERS:
             raise VitqError(f"weight container must be one of {WEIGHT_CONTAINERS}, got {weight_container!r}")
         if activation_type not in ACTIVATION_TYPES:
@@ -91,6 +96,8 @@ class QDQRewriter:
         self.graph = model.graph
         self.sites = sites
         self.weight_container = weight_container
+        self.float_conv_weights = float_conv_weights
+        self.float_convs: list[str] = []  # weight sites stored as dequantized float32
         self.initializers = {t.name: t for t in self.graph.initializer}
         self.new_initializers: list[TensorProto] = []
         self.folded: set[str] = set()  # outputs of Transposes folded into weight codes
@@ -130,7 +137,47 @@ class QDQRewriter:
         self.folded.add(transpose.output[0])
         return transpose.output[0], codes.transpose(perm), (perm.index(axis) if axis is not None else None)
 
+    def _site_of(self, node: onnx.NodeProto) -> Site | None:
+        if node.domain != MARKER_DOMAIN or node.op_type != MARKER_OP:
+            return None
+        return self.sites[next(a.i for a in node.attribute if a.name == "index")]
+
+    def float_weight_pays(self, marker: onnx.NodeProto) -> bool:
+        """Whether the weight behind ``marker`` is better stored as float32 values: it feeds a Conv with a spatial
+        kernel (3x3, depthwise included) that onnxruntime runs in float, because the conv's output is not one
+        per-tensor activation quantizer (no ``DQ -> Conv -> Q`` pattern) or because it is grouped, whose integer
+        kernel measured slower than float. A 1x1 conv behind DequantizeLinear runs as fast as with float weights
+        (``benchmarks/results/ort_op_speed.json``), so it keeps its int8 codes."""
+        users = self.consumers(marker.output[0])
+        if len(users) != 1 or users[0].op_type != "Conv":
+            return False
+        conv = users[0]
+        attrs = {a.name: a for a in conv.attribute}
+        groups = attrs["group"].i if "group" in attrs else 1
+        kernel = list(attrs["kernel_shape"].ints) if "kernel_shape" in attrs else list(self.initializers[conv.input[1]].dims[2:])
+        if all(k == 1 for k in kernel):
+            return False
+        outputs = self.consumers(conv.output[0])
+        quantized = [self._site_of(n) for n in outputs]
+        integer = len(outputs) == 1 and quantized[0] is not None and quantized[0].qparams.axis is None
+        return groups != 1 or not integer
+
+    def float_weight(self, site: Site, marker: onnx.NodeProto) -> list[onnx.NodeProto]:
+        """The dequantized weight, ``(codes - zp) * scale`` in float32 as DequantizeLinear computes it."""
+        qp = site.qparams
+        codes = site.codes.numpy().astype(np.int64)
+        shape = [1] * codes.ndim
+        if qp.axis is not None:
+            shape[qp.axis] = -1
+        zp = qp.zero_point.numpy().astype(np.int64).reshape(shape if qp.axis is not None else ())
+        scale = qp.scale.float().numpy().astype(np.float32).reshape(shape if qp.axis is not None else ())
+        self._const(marker.output[0], (codes - zp).astype(np.float32) * scale)
+        self.float_convs.append(site.name)
+        return []
+
     def weight_nodes(self, site: Site, marker: onnx.NodeProto) -> list[onnx.NodeProto]:
+        if self.float_conv_weights and self.float_weight_pays(marker):
+            return self.float_weight(site, marker)
         container, _ = container_for(site, self.weight_container, self.activation_type)
         self.uses_int4 |= container.dtype in (TensorProto.INT4, TensorProto.UINT4)
         output, codes, axis = self._fold_transpose(marker.output[0], site.codes.numpy(), site.qparams.axis)
@@ -203,7 +250,7 @@ class QDQRewriter:
             if node.domain != MARKER_DOMAIN or node.op_type != MARKER_OP:
                 rewritten.append(node)
                 continue
-            site = self.sites[next(a.i for a in node.attribute if a.name == "index")]
+            site = self._site_of(node)
             seen += 1
             if site.is_weight:
                 if node.input[0] not in self.initializers:
@@ -232,8 +279,7 @@ class QDQRewriter:
         self.graph.value_info.extend(value_info)
 
 
-def insert_qdq(model: onnx.ModelProto, sites: list[Site], weight_container: str = "int8",
-               activation_type: str = "uint8") -> tuple[onnx.ModelProto, bool]:
+def insert_qdq(model: onnx.ModelProto, sites: list[Site], options: ExportOptions = ExportOptions()) -> tuple[onnx.ModelProto, bool]:
     """Rewrite ``model`` in place; returns it and whether int4 types (opset 21) are used."""
-    rewriter = QDQRewriter(model, sites, weight_container, activation_type)
+    rewriter = QDQRewriter(model, sites, options.weight_container, options.activation_type, options.float_conv_weights)
     return rewriter.run(), rewriter.uses_int4

@@ -17,7 +17,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.transformers.optimizer import optimize_model
 from torch import nn
 
-from vitq.bench.variants import DEFAULT_VARIANTS, FP32, FP32_OPT, ORT_STATIC, VITQ_INT4W, VITQ_S8S8, VITQ_U8S8, Variant
+from vitq.bench.variants import DEFAULT_VARIANTS, FP32, FP32_OPT, ORT_STATIC, VITQ_DQ_CONV, VITQ_INT4W, VITQ_S8S8, VITQ_U8S8, Variant
 from vitq.export.onnx_export import INPUT_NAME, ExportOptions, export_float, export_onnx
 from vitq.files import atomic_write
 
@@ -95,6 +95,8 @@ def build_variants(qmodel: nn.Module, calib_images: Sequence[torch.Tensor], work
                     lambda p: export_onnx(qmodel, p, ExportOptions(activation_type="int8")).path),
         VITQ_INT4W: ("vitq QDQ export, <= 4-bit weights packed as int4 (opset 21), uint8 activations",
                      lambda p: export_onnx(qmodel, p, ExportOptions(weight_container="int4")).path),
+        VITQ_DQ_CONV: ("vitq QDQ export, conv weights as int8 codes + DequantizeLinear also where the conv runs in float",
+                       lambda p: export_onnx(qmodel, p, ExportOptions(float_conv_weights=False)).path),
     }
     for name in names:
         if name == FP32:
