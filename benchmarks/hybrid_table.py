@@ -49,10 +49,11 @@ from vitq.results import write_results
 @click.option("--recon-preset", default="hybrid", show_default=True, help="Reconstruction preset for qhyvit.")
 @click.option("--set", "sets", multiple=True,
               help="Recipe setting KEY=VALUE for the reconstruction methods, e.g. calibration=percentile.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the recipe (sampling, augmentation) and torch.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Results file (JSON).")
 def main(checkpoint: Path, data: Path, methods: str, bits_spec: str, calib_images: int, eval_limit: int | None,
-         recon_preset: str, sets: tuple[str, ...], device: str, out: Path) -> None:
+         recon_preset: str, sets: tuple[str, ...], seed: int, device: str, out: Path) -> None:
     """Every method x bit-width on one CIFAR-10 checkpoint, paired against fp32."""
     logging.basicConfig(level=logging.WARNING)
     spec = checkpoint_spec(checkpoint)
@@ -69,8 +70,8 @@ def main(checkpoint: Path, data: Path, methods: str, bits_spec: str, calib_image
             # reconstruction starts from min-max calibration here, as the published hybrid tables did
             recon = {"calibration": "minmax", "recon_preset": recon_preset, **parse_settings(sets)}
             settings = recon if get_method(method).reconstructs else {}
-            recipe = make_recipe(bits, method, settings, seed=0)
-            torch.manual_seed(0)
+            recipe = make_recipe(bits, method, settings, seed=seed)
+            torch.manual_seed(seed)
             _, run = quantize_and_evaluate(model, name, recipe, calib, evaluation, dataset="cifar10-test", device=device,
                                            fp32_logits=fp32_logits)
             record = {**run.record(), "checkpoint": str(checkpoint), "calib_images": n_calib}
