@@ -21,9 +21,9 @@ from vitq.export.options import ACTIVATION_TYPES, MIN_AGREEMENT, WEIGHT_CONTAINE
 @click.option("--activation-type", type=click.Choice(ACTIVATION_TYPES), default="uint8", show_default=True,
               help="uint8 gives U8S8 kernels; int8 shifts the same grid for S8S8 kernels.")
 @click.option("--int8-conv-weights", is_flag=True,
-              help="Store every conv weight as int8 codes + DequantizeLinear: smallest file. By default a conv that "
-                   "onnxruntime runs in float (depthwise, or output not quantized) gets its dequantized float32 weight, "
-                   "which runs 1.5-2x faster there (same numbers).")
+              help="Store every conv weight as int8 codes + DequantizeLinear: smallest file. By default a 3x3 (or "
+                   "larger) conv that onnxruntime runs in float (depthwise, or output not quantized) gets its dequantized "
+                   "float32 weight, which runs 1.1-6x faster there (same numbers).")
 @data_option
 @click.option("--parity-images", type=click.IntRange(min=0), default=64, show_default=True,
               help="Evaluation images for the parity check; 0 skips it.")

@@ -32,7 +32,7 @@ class ExportOptions:
     ``float_conv_weights``: a 3x3 (or larger) convolution that onnxruntime runs in float (no integer kernel:
     its output is not quantized, or it is depthwise) gets its weight as the dequantized float32 values, the
     numbers DequantizeLinear would produce, as a constant. onnxruntime then pre-packs it (NCHWc) as in the
-    fp32 graph; behind a runtime DequantizeLinear the same conv runs 1.2-6x slower
+    fp32 graph; behind a runtime DequantizeLinear the same conv runs 1.1-6x slower
     (``benchmarks/results/ort_op_speed.json``). The cost is 4 bytes per such weight instead of 1.
     """
 

@@ -16,7 +16,7 @@ Each ``vitq::QuantMarker`` becomes:
 * weight of a 3x3 (or larger) convolution onnxruntime runs in float: with ``float_conv_weights`` the
   dequantized values themselves, as a float32 constant. ORT fuses ``DQ -> Conv -> Q`` into QLinearConv only
   when the conv's output is quantized, and measured here its depthwise integer kernel is slower than the
-  float one; behind a runtime DequantizeLinear such a conv cannot be pre-packed and runs 1.2-6x slower.
+  float one; behind a runtime DequantizeLinear such a conv cannot be pre-packed and runs 1.1-6x slower.
 """
 from __future__ import annotations
 
@@ -85,8 +85,8 @@ def pack_4bit(codes: np.ndarray) -> bytes:
 class QDQRewriter:
     """Replaces markers in one graph; keeps node order so the graph stays topologically sorted."""
 
-    def __init__(self, model: onnx.ModelProto, sites: list[Site], weight_container: str, activation_type: str,
-                 float_conv_weights: bool) -> None:
+    def __init__(self, model: onnx.ModelProto, sites: list[Site], options: ExportOptions) -> None:
+        weight_container, activation_type = options.weight_container, options.activation_type
         if weight_container not in WEIGHT_CONTAINERS:
             raise VitqError(f"weight container must be one of {WEIGHT_CONTAINERS}, got {weight_container!r}")
         if activation_type not in ACTIVATION_TYPES:
@@ -96,8 +96,7 @@ class QDQRewriter:
         self.graph = model.graph
         self.sites = sites
         self.weight_container = weight_container
-        self.float_conv_weights = float_conv_weights
-        self.float_convs: list[str] = []  # weight sites stored as dequantized float32
+        self.float_conv_weights = options.float_conv_weights
         self.initializers = {t.name: t for t in self.graph.initializer}
         self.new_initializers: list[TensorProto] = []
         self.folded: set[str] = set()  # outputs of Transposes folded into weight codes
@@ -147,8 +146,8 @@ class QDQRewriter:
         kernel (3x3, depthwise included) that onnxruntime runs in float, because the conv's output is not one
         per-tensor activation quantizer (no ``DQ -> Conv -> Q`` pattern) or because it is grouped, whose integer
         kernel measured slower than float. A 1x1 conv behind DequantizeLinear runs as fast as with float weights
-        (``benchmarks/results/ort_op_speed.json``), and so does a ViT's patch embedding (stride = kernel; DeiT-Tiny
-        12.85 against 12.76 ms), so they keep their int8 codes."""
+        (``benchmarks/results/ort_op_speed.json``), so it keeps its int8 codes; so does a ViT's patch embedding
+        (stride = kernel), where float weights gain 0.15 ms, 1 % of DeiT-Tiny, for 0.44 MB, 7 % of its file."""
         users = self.consumers(marker.output[0])
         if len(users) != 1 or users[0].op_type != "Conv":
             return False
@@ -158,23 +157,20 @@ class QDQRewriter:
         kernel = list(attrs["kernel_shape"].ints) if "kernel_shape" in attrs else list(self.initializers[conv.input[1]].dims[2:])
         strides = list(attrs["strides"].ints) if "strides" in attrs else [1] * len(kernel)
         if all(k == 1 for k in kernel) or kernel == strides:
-            return False  # 1x1, or a patchifying conv (a GEMM over disjoint patches): as fast behind DQ
+            return False  # 1x1 (as fast behind DQ), or a patchifying conv (float weights gain too little for their size)
         outputs = self.consumers(conv.output[0])
-        quantized = [self._site_of(n) for n in outputs]
-        integer = len(outputs) == 1 and quantized[0] is not None and quantized[0].qparams.axis is None
+        quantized = self._site_of(outputs[0]) if len(outputs) == 1 else None
+        integer = quantized is not None and quantized.qparams.axis is None
         return groups != 1 or not integer
 
     def float_weight(self, site: Site, marker: onnx.NodeProto) -> list[onnx.NodeProto]:
         """The dequantized weight, ``(codes - zp) * scale`` in float32 as DequantizeLinear computes it."""
         qp = site.qparams
         codes = site.codes.numpy().astype(np.int64)
-        shape = [1] * codes.ndim
-        if qp.axis is not None:
-            shape[qp.axis] = -1
-        zp = qp.zero_point.numpy().astype(np.int64).reshape(shape if qp.axis is not None else ())
-        scale = qp.scale.float().numpy().astype(np.float32).reshape(shape if qp.axis is not None else ())
+        shape = () if qp.axis is None else [-1 if i == qp.axis else 1 for i in range(codes.ndim)]
+        zp = qp.zero_point.numpy().astype(np.int64).reshape(shape)
+        scale = qp.scale.float().numpy().astype(np.float32).reshape(shape)
         self._const(marker.output[0], (codes - zp).astype(np.float32) * scale)
-        self.float_convs.append(site.name)
         return []
 
     def weight_nodes(self, site: Site, marker: onnx.NodeProto) -> list[onnx.NodeProto]:
@@ -283,5 +279,5 @@ class QDQRewriter:
 
 def insert_qdq(model: onnx.ModelProto, sites: list[Site], options: ExportOptions = ExportOptions()) -> tuple[onnx.ModelProto, bool]:
     """Rewrite ``model`` in place; returns it and whether int4 types (opset 21) are used."""
-    rewriter = QDQRewriter(model, sites, options.weight_container, options.activation_type, options.float_conv_weights)
+    rewriter = QDQRewriter(model, sites, options)
     return rewriter.run(), rewriter.uses_int4
