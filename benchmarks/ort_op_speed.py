@@ -1,7 +1,8 @@
 """Which single ops onnxruntime CPU runs faster in int8 than in float32: the measurements behind the export's
 placement choices (``ExportOptions.float_conv_weights``, docs/deployment.md).
 
-Each case is one Conv or MatMul at a shape MobileViT-XXS has at 256 px (and DeiT-Tiny's two Linear shapes),
+Each case is one Conv or MatMul at a shape MobileViT-XXS has at 256 px (and DeiT-Tiny's patch embedding and
+two Linear shapes),
 built four ways and timed interleaved round-robin in one process, 1 thread, batch 1:
 
 * ``fp32``: the float op with float weights;
@@ -38,7 +39,8 @@ X_SCALE, Y_SCALE, ZERO = 0.02, 0.05, 128
 
 @dataclass(frozen=True)
 class Case:
-    """One op: a conv (``kernel``, ``groups``, square ``size``) or, with ``kernel=0``, a MatMul [tokens, cin] x [cin, cout]."""
+    """One op: a conv (``kernel``, ``groups``, ``stride``, square input ``size``) or, with ``kernel=0``, a MatMul
+    [tokens, cin] x [cin, cout]. A conv with stride = kernel is a ViT's patch embedding (no padding)."""
 
     cin: int
     cout: int
@@ -46,13 +48,19 @@ class Case:
     groups: int
     size: int
     lead: int = 1  # leading batch dimension of a MatMul input (MobileViT's patch groups)
+    stride: int = 1
 
     @property
     def name(self) -> str:
         if self.kernel == 0:
             return f"matmul [{self.lead},{self.size},{self.cin}]x[{self.cin},{self.cout}]"
         kind = "depthwise" if self.groups == self.cin and self.groups > 1 else "conv"
-        return f"{kind} {self.cin}->{self.cout} k{self.kernel} {self.size}x{self.size}"
+        stride = f" s{self.stride}" if self.stride > 1 else ""
+        return f"{kind} {self.cin}->{self.cout} k{self.kernel}{stride} {self.size}x{self.size}"
+
+    @property
+    def pads(self) -> list[int]:
+        return [0 if self.stride == self.kernel else self.kernel // 2] * 4
 
     @property
     def input_shape(self) -> list[int]:
@@ -60,20 +68,22 @@ class Case:
 
     @property
     def output_shape(self) -> list[int]:
-        return [self.lead, self.size, self.cout] if self.kernel == 0 else [1, self.cout, self.size, self.size]
+        out = self.size // self.stride
+        return [self.lead, self.size, self.cout] if self.kernel == 0 else [1, self.cout, out, out]
 
 
 CASES = (
     Case(16, 64, 1, 1, 128), Case(64, 64, 3, 64, 128), Case(3, 16, 3, 1, 256), Case(64, 128, 1, 1, 64),
     Case(128, 128, 3, 128, 64), Case(64, 64, 3, 1, 32), Case(96, 384, 1, 1, 16), Case(320, 320, 3, 320, 8),
+    Case(3, 192, 16, 1, 224, stride=16),
     Case(64, 192, 0, 1, 256, lead=4), Case(128, 64, 0, 1, 256, lead=4), Case(80, 160, 0, 1, 64, lead=4),
     Case(192, 768, 0, 1, 197), Case(768, 192, 0, 1, 197),
 )
 WAYS = ("fp32", "int8", "float-weights", "dq-weights")
 
 
-def _weights(case: Case, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Float weight, its int8 codes, per-channel scales and the channel axis."""
+def _weights(case: Case, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Float weight, its int8 codes, per-channel scales, the dequantized weight and the channel axis."""
     if case.kernel == 0:
         w, axis = rng.standard_normal((case.cin, case.cout)).astype(np.float32) * 0.1, 1
     else:
@@ -84,7 +94,7 @@ def _weights(case: Case, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
     bshape = [1] * w.ndim
     bshape[axis] = -1
     codes = np.round(w / scale.reshape(bshape)).astype(np.int8)
-    return w, codes, scale, axis
+    return w, codes, scale, codes.astype(np.float32) * scale.reshape(bshape), axis
 
 
 def qdq(x: str, scale: str, out: str) -> list[onnx.NodeProto]:
@@ -95,7 +105,7 @@ def qdq(x: str, scale: str, out: str) -> list[onnx.NodeProto]:
 
 def build(case: Case, way: str, rng: np.random.Generator) -> onnx.ModelProto:
     """The one-op graph of ``case`` built ``way`` (see the module docstring)."""
-    w, codes, scale, axis = _weights(case, rng)
+    w, codes, scale, dequantized, axis = _weights(case, rng)
     bias = rng.standard_normal(case.cout).astype(np.float32) * 0.1
     inits = [numpy_helper.from_array(bias, "b"), numpy_helper.from_array(np.array(X_SCALE, np.float32), "xs"),
              numpy_helper.from_array(np.array(ZERO, np.uint8), "z"), numpy_helper.from_array(np.array(Y_SCALE, np.float32), "ys")]
@@ -108,16 +118,13 @@ def build(case: Case, way: str, rng: np.random.Generator) -> onnx.ModelProto:
         inits += [numpy_helper.from_array(codes, "wq"), numpy_helper.from_array(scale, "wscale")]
         nodes.append(helper.make_node("DequantizeLinear", ["wq", "wscale"], ["w"], axis=axis))
     else:
-        bshape = [1] * w.ndim
-        bshape[axis] = -1
-        values = w if way == "fp32" else codes.astype(np.float32) * scale.reshape(bshape)
-        inits.append(numpy_helper.from_array(values.astype(np.float32), "w"))
+        inits.append(numpy_helper.from_array(w if way == "fp32" else dequantized, "w"))
     out = "y" if way != "int8" else "y_float"
     if case.kernel == 0:
         nodes += [helper.make_node("MatMul", [x, "w"], ["mm"]), helper.make_node("Add", ["mm", "b"], [out])]
     else:
-        pads = [case.kernel // 2] * 4
-        nodes.append(helper.make_node("Conv", [x, "w", "b"], [out], kernel_shape=[case.kernel] * 2, pads=pads, group=case.groups))
+        nodes.append(helper.make_node("Conv", [x, "w", "b"], [out], kernel_shape=[case.kernel] * 2, pads=case.pads,
+                                      strides=[case.stride] * 2, group=case.groups))
     if way == "int8":
         nodes += qdq(out, "ys", "y")
     # a symbolic batch dimension, as vitq exports it (a fixed one lets onnxruntime rewrite MatMul + Add to Gemm,
