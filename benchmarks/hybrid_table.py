@@ -28,6 +28,7 @@ import torch
 
 from calib.loaders import load_splits
 from calib.transforms import eval_transform
+from vitq.errors import VitqError
 from vitq.evaluate import predict
 from vitq.methods import get_method
 from vitq.models.loading import checkpoint_spec, create_float_model
@@ -59,26 +60,29 @@ def main(checkpoint: Path, data: Path, methods: str, bits_spec: str, calib_image
     spec = checkpoint_spec(checkpoint)
     if spec is None:
         raise click.ClickException(f"{checkpoint} carries no vitq model spec (make it with benchmarks/train_cifar10.py)")
+    # reconstruction starts from min-max calibration here, as the published hybrid tables did
+    recon = {"calibration": "minmax", "recon_preset": recon_preset}
+    try:  # a bad bit-width, method or setting fails here, before any image is loaded
+        recon |= parse_settings(sets)
+        recipes = [make_recipe(bits, method, recon if get_method(method).reconstructs else {}, seed=seed)
+                   for bits in bits_spec.split(",") for method in methods.split(",")]
+    except VitqError as e:
+        raise click.ClickException(str(e)) from None
     name = spec["model"]
     model = create_float_model(name, checkpoint=checkpoint)
     calib, evaluation = load_splits(data, eval_transform(model), eval_limit, batch_size=100, calib_limit=calib_images)
     fp32_logits = predict(model, evaluation, device)
     n_calib = sum(len(y) for _, y in calib)
     records = []
-    for bits in bits_spec.split(","):
-        for method in methods.split(","):
-            # reconstruction starts from min-max calibration here, as the published hybrid tables did
-            recon = {"calibration": "minmax", "recon_preset": recon_preset, **parse_settings(sets)}
-            settings = recon if get_method(method).reconstructs else {}
-            recipe = make_recipe(bits, method, settings, seed=seed)
-            torch.manual_seed(seed)
-            _, run = quantize_and_evaluate(model, name, recipe, calib, evaluation, dataset="cifar10-test", device=device,
-                                           fp32_logits=fp32_logits)
-            record = {**run.record(), "checkpoint": str(checkpoint), "calib_images": n_calib}
-            record["under_trained"] = record["fp32_top1"] < UNDER_TRAINED_BELOW
-            records.append(record)
-            write_results(out, records)
-            click.echo(text_table([record], ACCURACY_COLUMNS))
+    for recipe in recipes:
+        torch.manual_seed(seed)
+        _, run = quantize_and_evaluate(model, name, recipe, calib, evaluation, dataset="cifar10-test", device=device,
+                                       fp32_logits=fp32_logits)
+        record = {**run.record(), "checkpoint": str(checkpoint), "calib_images": n_calib}
+        record["under_trained"] = record["fp32_top1"] < UNDER_TRAINED_BELOW
+        records.append(record)
+        write_results(out, records)
+        click.echo(text_table([record], ACCURACY_COLUMNS))
     click.echo(text_table(records, ACCURACY_COLUMNS))
 
 

@@ -31,3 +31,15 @@ def test_script_imports_and_every_option_has_help(path):
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0, result.output
     assert "python benchmarks/" in (load_script(path).__doc__ or ""), f"{path.name}: no example command in the docstring"
+
+
+@pytest.mark.parametrize("args,message", [(["--set", "bogus=1"], "unknown setting bogus"),
+                                          (["--bits", "W9A9"], "bit-width must be an integer in 2..8")])
+def test_hybrid_table_rejects_a_bad_setting_in_one_line_before_loading_images(args, message, tmp_path):
+    root = BENCHMARKS.parent
+    out = tmp_path / "t.json"
+    result = CliRunner().invoke(load_script(BENCHMARKS / "hybrid_table.py").main, [
+        "--checkpoint", str(root / "assets/cifar10/mobilevit_xxs.safetensors"), "--data", str(tmp_path),
+        "--methods", "pfcr", "--out", str(out), *args])
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+    assert not out.exists()
