@@ -73,20 +73,26 @@ def main(data: Path | None, checkpoint: Path | None, bits_spec: str, method: str
     with tempfile.TemporaryDirectory(prefix="vitq-lowbit-") as tmp:
         for recipe in recipes:
             torch.manual_seed(0)
-            qmodel = quantize(model, DEMO_MODEL, images_only(calib), recipe).model
+            qm = quantize(model, DEMO_MODEL, images_only(calib), recipe)
+            qmodel = qm.model
             fp32_size = export_float(qmodel, Path(tmp) / "fp32.onnx").stat().st_size / 1e6
             packed = export_onnx(qmodel, Path(tmp) / f"{recipe.bits}.onnx", ExportOptions(weight_container="int4"))
             int8_size = export_onnx(qmodel, Path(tmp) / f"{recipe.bits}-int8.onnx").size_mb
             parity = compare(packed.path, export_reference(qmodel), evaluation)
-            fp32 = torch_logits(FloatView(qmodel), evaluation)  # run once: ORT's and torch's agreement with fp32
-            ort_vs_fp32 = compare(packed.path, FloatView(qmodel), evaluation, fp32)  # its torch_top1 is fp32's top-1
-            measured = evaluate({"fp32": FloatView(qmodel), "torch": qmodel}, evaluation, progress=False,
-                                cached={"fp32": [torch.from_numpy(a) for a in fp32.float32]})["torch"]
+            # the fp32 reference is the model before any recipe change (relu_mlp), run once for ORT's and torch's agreement
+            reference = model if recipe.relu_mlp else FloatView(qmodel)
+            fp32 = torch_logits(reference, evaluation)
+            ort_vs_fp32 = compare(packed.path, reference, evaluation, fp32)  # its torch_top1 is fp32's top-1
+            models = {"fp32": reference, "torch": qmodel, **({"changed": FloatView(qmodel)} if recipe.relu_mlp else {})}
+            measured = evaluate(models, evaluation, progress=False, cached={"fp32": [torch.from_numpy(a) for a in fp32.float32]})
+            changed = {"changed_fp32_top1": round(measured["changed"].top1, 3), "changed_fp32_agreement":
+                       round(measured["changed"].agreement, 3), "relu_mlp": qm.meta["relu_mlp"]} if recipe.relu_mlp else {}
+            measured = measured["torch"]
             common = {"model": DEMO_MODEL, "dataset": str(data), "n_images": parity.n_images, "bits": recipe.bits,
                       "seed": recipe.recon.seed if recipe.recon else None, "softmax_quantizer": recipe.format.softmax_quantizer,
                       "softmax_bits": recipe.format.softmax_bits or recipe.format.a_bits,
                       "exported_as_measured": not packed.fallbacks, "export_fallbacks": len(packed.fallbacks),
-                      "fp32_top1": round(ort_vs_fp32.torch_top1, 3), "recipe": recipe.to_dict()}
+                      "fp32_top1": round(ort_vs_fp32.torch_top1, 3), "recipe": recipe.to_dict(), **changed}
             records.append({**common, "method": recipe.method, "runtime": "torch", "top1": round(measured.top1, 3),
                             "top5": round(measured.top5, 3), "drop": round(ort_vs_fp32.torch_top1 - measured.top1, 3),
                             "agreement": round(measured.agreement, 3), "kl": round(measured.kl, 4)})

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 STATE_DICT_KEYS = ("state_dict", "model", "model_state", "model_ema", "module")
 # safetensors metadata key for the model spec a vitq training run stores (benchmarks/train_cifar10.py):
-# {"model": timm name, "kwargs": create_model kwargs, "data_config": overrides of the timm data config}
+# {"model": timm name, "kwargs": create_model kwargs, "data_config": overrides of the timm data config,
+#  "relu_mlp": true for a model whose MLPs vitq changed to ReLU (vitq.models.relu_mlp)}
 CHECKPOINT_META_KEY = "vitq.model"
 
 
@@ -37,6 +38,14 @@ def model_spec(model: nn.Module) -> dict[str, Any] | None:
     """How :func:`create_float_model` built ``model`` (timm name, ``create_model`` kwargs, data-config
     overrides), or None for a model made elsewhere."""
     return _SPECS.get(model)
+
+
+def changed_spec(changed: nn.Module, original: nn.Module, model_name: str, **changes: Any) -> None:
+    """Record that ``changed`` is ``original`` with vitq's model ``changes`` (spec keys such as ``relu_mlp``), so a
+    checkpoint of it rebuilds the changed architecture; a model made outside :func:`create_float_model` gets a spec
+    with its class count."""
+    spec = model_spec(original) or {"model": model_name, "kwargs": {"num_classes": int(getattr(original, "num_classes", 1000))}}
+    _SPECS[changed] = {**spec, **changes}
 
 
 def check_model_name(model_name: str) -> None:
@@ -196,6 +205,10 @@ def create_float_model(
         model = timm.create_model(model_name, pretrained=pretrained, **kwargs)
     except Exception as e:  # noqa: BLE001 - hub/network failures surface as one line
         raise VitqError(f"cannot create {model_name} (pretrained={pretrained}): {str(e).splitlines()[0][:200]}") from None
+    if spec.get("relu_mlp"):
+        from vitq.models.relu_mlp import use_relu
+
+        use_relu(model, model_name)  # a model changed by vitq before quantization (weights refitted for ReLU)
     if spec.get("data_config"):
         data_config = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["data_config"].items()}
         model.pretrained_cfg = {**model.pretrained_cfg, **data_config}

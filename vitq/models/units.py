@@ -21,13 +21,16 @@ class Atom:
     """A finest unit: ``name`` for schedules and logs, ``block`` = index of the block it belongs to,
     ``module`` = what holds its parameters and quantizers, ``forward`` = what it computes (default:
     ``module`` itself; a residual branch of a block computes part of it), ``bridge`` = a block where
-    feature maps become tokens or back."""
+    feature maps become tokens or back, ``mlp`` = the timm ``Mlp`` (``fc1 -> act -> fc2``) of a
+    token-wise branch ``x + mlp(norm(x))``, which the ReLU-MLP model change (``vitq.models.relu_mlp``)
+    refits one token at a time."""
 
     name: str
     block: int
     module: nn.Module
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None
     bridge: bool = False
+    mlp: nn.Module | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return (self.forward or self.module)(x)

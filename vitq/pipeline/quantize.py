@@ -1,5 +1,5 @@
-"""Quantize a float model with a recipe: wrap -> calibrate -> (fold LayerNorm) -> refine -> bias
-correction -> reconstruct, in that order for every method (``vitq.methods``).
+"""Quantize a float model with a recipe: (change the model) -> wrap -> calibrate -> (fold LayerNorm) ->
+refine -> bias correction -> reconstruct, in that order for every method (``vitq.methods``).
 
     model = create_float_model("deit_tiny_patch16_224", checkpoint="deit_tiny.safetensors")
     qm = quantize(model, "deit_tiny_patch16_224", calib_batches, make_recipe("W4A4", "pfcr"))
@@ -21,6 +21,7 @@ from vitq.calibration import calibrate, correct_biases
 from vitq.models.families import family_for
 from vitq.models.ln_reparam import fold_ln_scales, per_channel_ln_inputs
 from vitq.models.loading import model_spec
+from vitq.models.relu_mlp import relu_mlp_model
 from vitq.models.wrap import float_layers_left, wrap_model
 from vitq.recipe import Recipe
 from vitq.recon.engine import check_plan, reconstruct
@@ -38,7 +39,8 @@ class QuantizedModel:
         spec: how to rebuild the float architecture (``vitq.models.loading.model_spec``).
         recon_losses: the reconstruction's per-level losses (``ReconReport.summary``), if it reconstructed.
         seconds: quantization wall time.
-        meta: anything else worth keeping with a checkpoint (calibration images, data path, ...).
+        meta: anything else worth keeping with a checkpoint (calibration images, data path, ...); a model
+            changed before quantization keeps the change's report under ``relu_mlp``.
     """
 
     model: nn.Module
@@ -62,12 +64,17 @@ def quantize(model: nn.Module, model_name: str, calib_batches: Iterable[torch.Te
     start = time.perf_counter()
     method = recipe.method_spec
     family = family_for(model_name)
+    calib_batches = list(calib_batches)
+    meta: dict[str, Any] = {}
+    if recipe.relu_mlp:  # the float model itself changes: a new copy, so ``inplace`` has nothing to save
+        model, change = relu_mlp_model(model, model_name, calib_batches, progress=progress)
+        meta["relu_mlp"] = change.summary()
+        inplace = True
     spec = model_spec(model)
     qmodel = wrap_model(model if inplace else copy.deepcopy(model), model_name, recipe.format, bias_offsets=recipe.bias_offsets)
     partition = family.partition(qmodel) if method.schedule is not None else None
     if partition is not None:
         check_plan(qmodel, partition, method.name, method.schedule, recipe.recon)  # fail before calibrating
-    calib_batches = list(calib_batches)
     if recipe.format.ln_reparam:
         per_channel_ln_inputs(qmodel, power_of_two=recipe.format.ln_power_of_two)
     calibrate(qmodel, calib_batches, device=device, progress=progress)
@@ -82,4 +89,4 @@ def quantize(model: nn.Module, model_name: str, calib_batches: Iterable[torch.Te
         losses = reconstruct(qmodel, partition, calib_batches, method.name, method.schedule, recipe.recon, device=device,
                              progress=progress, state=state, context={"model": model_name, "recipe": recipe.to_dict()}).summary()
     distributed.check_identical(qmodel, "quantization")  # under torchrun: every rank holds the same model
-    return QuantizedModel(qmodel, model_name, recipe, spec, losses, time.perf_counter() - start)
+    return QuantizedModel(qmodel, model_name, recipe, spec, losses, time.perf_counter() - start, meta)

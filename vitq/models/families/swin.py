@@ -42,7 +42,8 @@ def partition(model: nn.Module) -> Partition:
         for j, block in enumerate(stage.blocks):
             i = len(names)
             names.append(f"layers.{s}.blocks.{j}")
-            atoms += [Atom(f"{names[-1]}.attn", i, block, attn_branch(block)), Atom(f"{names[-1]}.mlp", i, block, mlp_branch(block))]
+            atoms += [Atom(f"{names[-1]}.attn", i, block, attn_branch(block)),
+                      Atom(f"{names[-1]}.mlp", i, block, mlp_branch(block), mlp=block.mlp)]
     return Partition("layers", tuple(atoms), tuple(names), head=norm_then_head)
 
 

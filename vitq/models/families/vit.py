@@ -36,7 +36,8 @@ def partition(model: nn.Module) -> Partition:
     atoms, names = [], []
     for i, block in enumerate(model.blocks):
         names.append(f"blocks.{i}")
-        atoms += [Atom(f"blocks.{i}.attn", i, block, attn_branch(block)), Atom(f"blocks.{i}.mlp", i, block, mlp_branch(block))]
+        atoms += [Atom(f"blocks.{i}.attn", i, block, attn_branch(block)),
+                  Atom(f"blocks.{i}.mlp", i, block, mlp_branch(block), mlp=block.mlp)]
     return Partition("blocks", tuple(atoms), tuple(names), head=norm_then_head)
 
 
