@@ -124,3 +124,31 @@ def test_a_resolution_the_model_cannot_take_is_a_clear_error(tiny_w8a8):
         at_resolution(qm, 64)
     at_resolution(qm, 32)
     assert qm.model.pretrained_cfg["input_size"] == (3, 32, 32)
+
+
+def test_nncf_variant_without_nncf_is_a_clear_error_before_any_work(tiny_w8a8, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nncf" else real(name, *a))
+    config = BenchConfig(target="cpu", threads=(1,), batches=(1,), runs=1, variants=("fp32", "nncf"))
+    qm = QuantizedModel(tiny_w8a8, "vit_tiny_patch16_224", make_recipe("W8A8", "minmax"))
+    with pytest.raises(VitqError, match=r"variant nncf needs the nncf package, which is not installed: pip install 'vitq\[peers\]'"):
+        bench_quantized(qm, [images(4)], labelled(4, 5), tmp_path, config, progress=False)
+    assert not list(tmp_path.iterdir()), "nothing may be built before the error"
+    result = CliRunner().invoke(main, ["bench", str(tmp_path / "missing.pt"), "--variants", "fp32,nncf"])
+    assert result.exit_code == 1 and "variant nncf needs the nncf package" in result.output and "Traceback" not in result.output
+
+
+def test_nncf_variant_quantizes_the_same_fp32_graph(tiny_w8a8, tmp_path):
+    """Where NNCF is installed (pip install 'vitq[peers]'), its variant is a QDQ graph of the same model that runs."""
+    pytest.importorskip("nncf")
+    import onnx
+
+    from vitq.pipeline.variants import build_variants
+
+    built = build_variants(tiny_w8a8, [images(8)], tmp_path, ("fp32", "nncf"), transformer=True)
+    ops = {n.op_type for n in onnx.load(str(built["nncf"].path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "MatMul"} <= ops
+    out = open_session(built["nncf"].path).run(None, {"input": images(2).numpy()})[0]
+    assert out.shape == (2, 10)

@@ -1,17 +1,33 @@
 """The model files a benchmark compares, by name: fp32 (plain and transformer-optimized), onnxruntime's
-``quantize_static`` and vitq's QDQ exports (built by ``vitq.pipeline.variants``)."""
+``quantize_static``, NNCF's ``quantize`` and vitq's QDQ exports (built by ``vitq.pipeline.variants``)."""
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from vitq.errors import VitqError
 
 FP32, FP32_OPT, ORT_STATIC, VITQ_U8S8, VITQ_S8S8 = "fp32", "fp32-opt", "ort-quantize-static", "vitq-int8", "vitq-int8-s8s8"
 VITQ_INT4W = "vitq-int4w"  # <= 4-bit weights packed as int4 (opset 21): the smallest file
 VITQ_DQ_CONV = "vitq-int8-dqconv"  # float-run conv weights kept as int8 codes + DequantizeLinear (ExportOptions.float_conv_weights off)
+NNCF = "nncf"  # NNCF's post-training quantization of the same fp32 graph (optional package: pip install 'vitq[peers]')
 FLOAT_VARIANTS = (FP32, FP32_OPT)
 VITQ_VARIANTS = (VITQ_U8S8, VITQ_S8S8, VITQ_INT4W, VITQ_DQ_CONV)
 DEFAULT_VARIANTS = (FP32, FP32_OPT, ORT_STATIC, VITQ_U8S8, VITQ_S8S8)
-ALL_VARIANTS = (*DEFAULT_VARIANTS, VITQ_INT4W, VITQ_DQ_CONV)
+ALL_VARIANTS = (*DEFAULT_VARIANTS, VITQ_INT4W, VITQ_DQ_CONV, NNCF)
+# variant -> (module, pip requirement) of the optional package that builds it
+OPTIONAL_PACKAGES = {NNCF: ("nncf", "nncf>=3.4")}
+
+
+def check_installed(names: Iterable[str]) -> None:
+    """Fail before any slow work when a requested variant needs an optional package that is not installed."""
+    for name in names:
+        module, requirement = OPTIONAL_PACKAGES.get(name, (None, None))
+        if module is not None and importlib.util.find_spec(module) is None:
+            raise VitqError(f"variant {name} needs the {module} package, which is not installed: "
+                            f"pip install 'vitq[peers]' (or pip install '{requirement}')")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from vitq.bench.variants import ALL_VARIANTS, DEFAULT_VARIANTS
+from vitq.bench.variants import ALL_VARIANTS, DEFAULT_VARIANTS, check_installed
 from vitq.cli.options import (
     check_input_file,
     check_output,
@@ -46,7 +46,8 @@ def int_list(spec: str, what: str) -> tuple[int, ...]:
               help="Timed runs per variant at larger batches.")
 @click.option("--variants", "variant_spec", default=",".join(DEFAULT_VARIANTS), show_default=True,
               help=f"Variants to compare, from {', '.join(ALL_VARIANTS)} (vitq-int4w: <= 4-bit weights packed as int4; "
-                   "vitq-int8-dqconv: every conv weight as int8 codes + DequantizeLinear).")
+                   "vitq-int8-dqconv: every conv weight as int8 codes + DequantizeLinear; nncf: NNCF's quantize on the same fp32 "
+                   "graph and calibration images, needs pip install 'vitq[peers]').")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the built ONNX files (fp32 included) here (default: a temporary folder).")
 @click.option("--input-size", type=click.IntRange(min=8), default=None,
@@ -62,6 +63,7 @@ def bench_cmd(qcheckpoint: Path, target: str, data: Path | None, limit: int | No
 
     resolve_target(target)  # fail before any slow work: unknown target, no GPU build of onnxruntime
     variants = name_list(variant_spec, "--variants", ALL_VARIANTS)
+    check_installed(variants)
     threads, batches = int_list(threads_spec, "--threads"), int_list(batch_spec, "--batch")
     check_input_file(qcheckpoint, "quantized checkpoint")
     if results_file and markdown_file and results_file.resolve() == markdown_file.resolve():

@@ -41,9 +41,9 @@ def bench_quantized(qm: QuantizedModel, calib_images: Sequence[torch.Tensor], ev
     fallbacks = fallback_quantizers(qm.model)
     if fallbacks and any(name in config.variants for name in VITQ_VARIANTS):
         log.warning(fallback_warning(fallbacks))
-    shape = family_for(qm.model_name).transformer_shape(qm.model)
-    variants = build_variants(qm.model, calib_images, workdir, config.variants, stem=qm.model_name, transformer_shape=shape,
-                              progress=say)
+    family = family_for(qm.model_name)
+    variants = build_variants(qm.model, calib_images, workdir, config.variants, stem=qm.model_name,
+                              transformer_shape=family.transformer_shape(qm.model), progress=say, transformer=not family.hybrid)
     parity: dict[str, ParityReport] = {}
     if config.accuracy and any(name in variants for name in VITQ_VARIANTS):
         say("torch fake-quant reference logits")

@@ -1,6 +1,6 @@
 """Build the model files a benchmark compares from one wrapped model: fp32 (plain and
-transformer-optimized), onnxruntime's ``quantize_static`` on the same fp32 graph and calibration
-images, and vitq's QDQ exports (names in ``vitq.bench.variants``).
+transformer-optimized), onnxruntime's ``quantize_static`` and NNCF's ``quantize`` on the same fp32 graph and
+calibration images, and vitq's QDQ exports (names in ``vitq.bench.variants``).
 
 Every variant comes from the same wrapped model, so all share weights, input size and graph
 structure; only the quantization differs.
@@ -17,7 +17,19 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.transformers.optimizer import optimize_model
 from torch import nn
 
-from vitq.bench.variants import DEFAULT_VARIANTS, FP32, FP32_OPT, ORT_STATIC, VITQ_DQ_CONV, VITQ_INT4W, VITQ_S8S8, VITQ_U8S8, Variant
+from vitq.bench.variants import (
+    DEFAULT_VARIANTS,
+    FP32,
+    FP32_OPT,
+    NNCF,
+    ORT_STATIC,
+    VITQ_DQ_CONV,
+    VITQ_INT4W,
+    VITQ_S8S8,
+    VITQ_U8S8,
+    Variant,
+    check_installed,
+)
 from vitq.export.onnx_export import INPUT_NAME, ExportOptions, export_float, export_onnx
 from vitq.files import atomic_write
 
@@ -75,11 +87,27 @@ def ort_quantize_static(fp32: Path, out: Path, calib_images: Sequence[torch.Tens
     return atomic_write(out, write)
 
 
+def nncf_quantize(fp32: Path, out: Path, calib_images: Sequence[torch.Tensor], transformer: bool) -> Path:
+    """NNCF's post-training quantization of the fp32 graph (``nncf.quantize``, ONNX backend) on the same
+    calibration images, one image per calibration step; ``model_type=TRANSFORMER`` (NNCF's preset for attention
+    models: mixed symmetric/asymmetric, LayerNorm/Softmax/GELU left float) for a plain transformer."""
+    import nncf
+    import onnx
+
+    images = [x[None] for x in torch.cat(list(calib_images)).numpy().astype(np.float32)]
+    dataset = nncf.Dataset(images, lambda x: {INPUT_NAME: x})
+    quantized = nncf.quantize(onnx.load(str(fp32)), dataset, subset_size=len(images),
+                              model_type=nncf.ModelType.TRANSFORMER if transformer else None)
+    return atomic_write(out, lambda tmp: onnx.save(quantized, str(tmp)))
+
+
 def build_variants(qmodel: nn.Module, calib_images: Sequence[torch.Tensor], workdir: Path,
                    names: Sequence[str] = DEFAULT_VARIANTS, stem: str = "model", transformer_shape: tuple[int, int] = (0, 0),
-                   progress: Callable[[str], None] = lambda _: None) -> dict[str, Variant]:
+                   progress: Callable[[str], None] = lambda _: None, transformer: bool = True) -> dict[str, Variant]:
     """Write every requested variant under ``workdir``; fp32 is always built (the others derive from it).
-    ``transformer_shape``: (heads, hidden size) for the fp32-opt fusions (``Family.transformer_shape``)."""
+    ``transformer_shape``: (heads, hidden size) for the fp32-opt fusions (``Family.transformer_shape``);
+    ``transformer``: a plain transformer (not a hybrid), for NNCF's model type."""
+    check_installed(names)
     workdir.mkdir(parents=True, exist_ok=True)
     fp32 = workdir / f"{stem}-fp32.onnx"
     progress("export fp32")
@@ -95,6 +123,9 @@ def build_variants(qmodel: nn.Module, calib_images: Sequence[torch.Tensor], work
                     lambda p: export_onnx(qmodel, p, ExportOptions(activation_type="int8")).path),
         VITQ_INT4W: ("vitq QDQ export, <= 4-bit weights packed as int4 (opset 21), uint8 activations",
                      lambda p: export_onnx(qmodel, p, ExportOptions(weight_container="int4")).path),
+        NNCF: ("NNCF quantize on the fp32 graph: QDQ, per-channel weights, same calibration images"
+               + (", model_type transformer" if transformer else ""),
+               lambda p: nncf_quantize(fp32, p, calib_images, transformer)),
         VITQ_DQ_CONV: ("vitq QDQ export, conv weights as int8 codes + DequantizeLinear also where the conv runs in float",
                        lambda p: export_onnx(qmodel, p, ExportOptions(float_conv_weights=False)).path),
     }
