@@ -90,3 +90,15 @@ def test_quantized_changed_model_is_measured_against_the_original_and_reloads(tm
     x = images(4, seed=5)
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(x), qm.model(x))
+
+
+def test_a_plan_the_model_cannot_take_fails_before_the_fit(monkeypatch):
+    import vitq.pipeline.quantize as pipeline
+
+    def must_not_fit(*_args, **_kwargs):
+        raise AssertionError("the MLP fit ran before the reconstruction plan was checked")
+
+    monkeypatch.setattr(pipeline, "relu_mlp_model", must_not_fit)
+    recipe = make_recipe("W4A4", "pfcr", {"relu_mlp": True, "units": ["blocks.9"], "recon_preset": "ci"})
+    with pytest.raises(VitqError, match="unknown unit"):
+        pipeline.quantize(tiny_model(), NAME, [images()], recipe, progress=False)

@@ -22,6 +22,7 @@ from vitq.models.families import family_for
 from vitq.models.ln_reparam import fold_ln_scales, per_channel_ln_inputs
 from vitq.models.loading import model_spec
 from vitq.models.relu_mlp import relu_mlp_model
+from vitq.models.units import Partition
 from vitq.models.wrap import float_layers_left, wrap_model
 from vitq.recipe import Recipe
 from vitq.recon.engine import check_plan, reconstruct
@@ -63,18 +64,15 @@ def quantize(model: nn.Module, model_name: str, calib_batches: Iterable[torch.Te
     reconstruction keeps its progress after every unit, and continues from (``vitq.recon.resume``)."""
     start = time.perf_counter()
     method = recipe.method_spec
-    family = family_for(model_name)
     calib_batches = list(calib_batches)
     meta: dict[str, Any] = {}
     if recipe.relu_mlp:  # the float model itself changes: a new copy, so ``inplace`` has nothing to save
+        _wrap_and_plan(copy.deepcopy(model), model_name, recipe)  # a bad plan fails before the minutes-long fit
         model, change = relu_mlp_model(model, model_name, calib_batches, progress=progress)
         meta["relu_mlp"] = change.summary()
         inplace = True
     spec = model_spec(model)
-    qmodel = wrap_model(model if inplace else copy.deepcopy(model), model_name, recipe.format, bias_offsets=recipe.bias_offsets)
-    partition = family.partition(qmodel) if method.schedule is not None else None
-    if partition is not None:
-        check_plan(qmodel, partition, method.name, method.schedule, recipe.recon)  # fail before calibrating
+    qmodel, partition = _wrap_and_plan(model if inplace else copy.deepcopy(model), model_name, recipe)
     if recipe.format.ln_reparam:
         per_channel_ln_inputs(qmodel, power_of_two=recipe.format.ln_power_of_two)
     calibrate(qmodel, calib_batches, device=device, progress=progress)
@@ -90,3 +88,15 @@ def quantize(model: nn.Module, model_name: str, calib_batches: Iterable[torch.Te
                              progress=progress, state=state, context={"model": model_name, "recipe": recipe.to_dict()}).summary()
     distributed.check_identical(qmodel, "quantization")  # under torchrun: every rank holds the same model
     return QuantizedModel(qmodel, model_name, recipe, spec, losses, time.perf_counter() - start, meta)
+
+
+def _wrap_and_plan(model: nn.Module, model_name: str, recipe: Recipe) -> tuple[nn.Module, Partition | None]:
+    """``model`` wrapped in place for ``recipe``, and the reconstruction units of a method that reconstructs, its
+    plan checked (unit names, loss, bridges) so that a schedule the model cannot take fails before calibrating."""
+    method = recipe.method_spec
+    qmodel = wrap_model(model, model_name, recipe.format, bias_offsets=recipe.bias_offsets)
+    if method.schedule is None:
+        return qmodel, None
+    partition = family_for(model_name).partition(qmodel)
+    check_plan(qmodel, partition, method.name, method.schedule, recipe.recon)
+    return qmodel, partition
