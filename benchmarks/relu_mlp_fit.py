@@ -57,6 +57,7 @@ def main(data: Path | None, fits: str, samples: int | None, eval_limit: int | No
     data = data or demo_images()
     calib, evaluation = load_splits(data, eval_transform(model), eval_limit)
     images = list(images_only(calib))
+    n_calib = sum(len(x) for x in images)
     fit_on = make_samples(images, samples, augment=True, seed=0) if samples else torch.cat(images)
     records = []
     for steps, lr in settings:
@@ -74,8 +75,7 @@ def main(data: Path | None, fits: str, samples: int | None, eval_limit: int | No
             "drop": round(fp32.top1 - result.top1, 3), "agreement": round(result.agreement, 3), "kl": round(result.kl, 5),
             "mean_rel_error_before": summary["mean_rel_error_before"], "mean_rel_error_after": summary["mean_rel_error_after"],
             "per_mlp": summary["per_mlp"], "seconds": round(time.perf_counter() - start, 1),
-            "config": {"calibration_images": sum(len(x) for x in images), "fit_samples": len(fit_on),
-                       "augmented": bool(samples and samples > sum(len(x) for x in images)),
+            "config": {"calibration_images": n_calib, "fit_samples": len(fit_on), "augmented": bool(samples and samples > n_calib),
                        "tokens_per_step": summary["tokens_per_step"]},
         })
         write_results(out, records)

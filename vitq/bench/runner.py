@@ -25,7 +25,7 @@ from tqdm import tqdm
 from calib.loaders import Batch
 from vitq.bench.measure import Accuracy, Latency, accuracy, interleaved_latency, op_profile
 from vitq.bench.targets import Target, resolve_target
-from vitq.bench.variants import ALL_VARIANTS, DEFAULT_VARIANTS, FLOAT_VARIANTS, FP32, VITQ_U8S8, VITQ_VARIANTS, Variant, check_installed
+from vitq.bench.variants import ALL_VARIANTS, DEFAULT_VARIANTS, FLOAT_VARIANTS, FP32, VITQ_U8S8, VITQ_VARIANTS, Variant
 from vitq.errors import VitqError
 from vitq.export.ort_format import convert_to_ort
 from vitq.export.parity import ParityReport
@@ -155,7 +155,6 @@ def check_variants(config: BenchConfig, eval_batches: Sequence[Batch]) -> None:
     unknown = [v for v in config.variants if v not in ALL_VARIANTS]
     if unknown:
         raise VitqError(f"unknown variant(s) {unknown}; choose from {', '.join(ALL_VARIANTS)}")
-    check_installed(config.variants)
     if not eval_batches:
         raise VitqError("benchmark needs evaluation images")
 

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from vitq import distributed
 from vitq.errors import VitqError
-from vitq.models.families import FAMILIES, family_for
+from vitq.models.families import family_for, plain_transformer_families
 from vitq.models.loading import changed_spec
 from vitq.models.units import Atom
 from vitq.quant.hooks import run_until
@@ -67,9 +67,8 @@ def mlp_atoms(model: nn.Module, model_name: str) -> list[Atom]:
     family = family_for(model_name)
     atoms = [a for a in family.partition(model).atoms if a.mlp is not None]
     if not atoms:
-        able = [n for n in FAMILIES.names() if not FAMILIES.get(n).hybrid]
         raise VitqError(f"relu_mlp changes the MLPs of transformer blocks, which the {family.name} family's partition "
-                        f"does not mark; families that take it: {', '.join(able)}")
+                        f"does not mark; families that take it: {', '.join(plain_transformer_families())}")
     return atoms
 
 
@@ -84,11 +83,6 @@ def use_relu(model: nn.Module, model_name: str) -> list[Atom]:
 @torch.no_grad()
 def _run(fn, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([fn(x[i:i + FORWARD_BATCH]) for i in range(0, len(x), FORWARD_BATCH)])
-
-
-def _relative_error(atom: Atom, x: torch.Tensor, y: torch.Tensor, branch_var: float) -> float:
-    with torch.no_grad():
-        return float((_run(atom, x) - y).pow(2).mean()) / branch_var
 
 
 def _fit(atom: Atom, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, steps: int, lr: float) -> None:
@@ -139,14 +133,16 @@ def relu_mlp_model(model: nn.Module, model_name: str, images: Sequence[torch.Ten
     try:
         for old, new in zip(original.atoms, family.partition(changed).atoms):
             y_fp = _run(old, x_fp)
-            if new.mlp is not None:
-                branch_var = float((y_fp - x_fp).var()) or 1.0
-                before = _relative_error(new, x_new, y_fp, branch_var)
-                _fit(new, x_new, y_fp, gen, steps, lr)
-                report.mlps.append({"name": new.name, "before": round(before, 5),
-                                    "after": round(_relative_error(new, x_new, y_fp, branch_var), 5)})
-                bar.update()
+            if new.mlp is None:
+                x_new, x_fp = _run(new, x_new), y_fp
+                continue
+            branch_var = float((y_fp - x_fp).var()) or 1.0  # relative errors: against the original branch's own scale
+            before = float((_run(new, x_new) - y_fp).pow(2).mean()) / branch_var
+            _fit(new, x_new, y_fp, gen, steps, lr)
             x_new, x_fp = _run(new, x_new), y_fp
+            report.mlps.append({"name": new.name, "before": round(before, 5),
+                                "after": round(float((x_new - y_fp).pow(2).mean()) / branch_var, 5)})
+            bar.update()
     finally:
         bar.close()
         for p, flag in zip(changed.parameters(), flags):

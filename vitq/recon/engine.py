@@ -181,9 +181,9 @@ class Reconstructor:
         if self.cfg.loss == "mse":
             return
         if self.partition.head is None:
-            from vitq.models.families import FAMILIES
+            from vitq.models.families import plain_transformer_families
 
-            able = [n for n in FAMILIES.names() if not FAMILIES.get(n).hybrid]  # the plain transformers declare a head
+            able = plain_transformer_families()
             raise VitqError(f"loss {self.cfg.loss!r} needs the partition's classifier head, which this model family's "
                             f"partition does not define; families that take it: {', '.join(able)} "
                             "(use loss 'mse' here)")

@@ -4,6 +4,14 @@ A new family is one more file here (imported below) or a ``register_family`` cal
 code before quantizing.
 """
 from vitq.models.families import efficientformer, mobile_former, mobilevit, swin, vit  # noqa: F401  (registration)
-from vitq.models.families.base import FAMILIES, Family, FoldPairs, family_for, partition_for, register_family
+from vitq.models.families.base import (
+    FAMILIES,
+    Family,
+    FoldPairs,
+    family_for,
+    partition_for,
+    plain_transformer_families,
+    register_family,
+)
 
-__all__ = ["FAMILIES", "Family", "FoldPairs", "family_for", "partition_for", "register_family"]
+__all__ = ["FAMILIES", "Family", "FoldPairs", "family_for", "partition_for", "plain_transformer_families", "register_family"]

@@ -85,6 +85,12 @@ def family_for(model_name: str) -> Family:
     raise VitqError(f"model {model_name!r} belongs to no supported family ({supported})")
 
 
+def plain_transformer_families() -> list[str]:
+    """Names of the registered families that are not hybrids: their partitions declare a classifier head and
+    token-wise MLP branches, which the Fisher losses and the ReLU-MLP change need."""
+    return [n for n in FAMILIES.names() if not FAMILIES.get(n).hybrid]
+
+
 def partition_for(model: nn.Module, model_name: str) -> Partition:
     """The reconstruction units of a wrapped ``model_name`` model, as its family declares them."""
     return family_for(model_name).partition(model)
