@@ -254,3 +254,33 @@ def test_convs_onnxruntime_runs_in_float_get_float_weights_with_the_same_numbers
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
     report = check_parity(floated.path, export_reference(qmodel), [torch.from_numpy(x)])
     assert report.agreement == 100.0
+
+
+def _mobilevit_w8a8(conv_layout: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = timm.create_model("mobilevit_xxs", num_classes=10).eval()
+    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, 64, 64)}
+    batches = [torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))]
+    recipe = make_recipe("W8A8", "minmax", {"conv_layout": conv_layout})
+    return quantize(model, "mobilevit_xxs", batches, recipe, progress=False).model
+
+
+def test_integer_conv_layout_runs_integer_convs_in_onnxruntime_and_matches_torch(tmp_path):
+    """``conv_layout=integer`` quantizes the outputs of the convs whose integer kernel pays: onnxruntime fuses each into
+    QLinearConv, and the file passes the code-level parity gate, because torch rounds those convs' biases to the
+    accumulator grid as the integer kernel does. Depthwise convs and the stem run in float with no Q/DQ on their
+    input."""
+    from vitq.bench.runner import optimized_op_counts
+
+    qmodel = _mobilevit_w8a8("integer")
+    exported = export_onnx(qmodel, tmp_path / "i.onnx")
+    integer_convs = sum(1 for m in qmodel.modules() if getattr(m, "output_quant", None) is not None)
+    ops = optimized_op_counts(exported.path)
+    assert integer_convs > 10 and ops.get("QLinearConv", 0) == integer_convs
+    x = torch.randn(8, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    report = check_parity(exported.path, export_reference(qmodel), [x])
+    assert report.codes_pass() and not any(n.diverged() for n in report.nodes)
+    inputs = {n.node.rsplit("/", 1)[0] for n in report.nodes}
+    assert "stem.conv.input_quant" not in inputs and "stages.1.0.conv2_kxk.conv.input_quant" not in inputs
+    inputs_layout = export_onnx(_mobilevit_w8a8("inputs"), tmp_path / "p.onnx")
+    assert ops.get("QLinearConv", 0) > optimized_op_counts(inputs_layout.path).get("QLinearConv", 0)

@@ -223,3 +223,46 @@ def test_save_load_round_trip_mobilevit_xxs(tmp_path):
         torch.testing.assert_close(loaded(x), q(x))
         with quantization_disabled(q), quantization_disabled(loaded):
             torch.testing.assert_close(loaded(x), q(x))  # folded float weights came back too
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_integer_conv_layout_quantizes_where_the_integer_kernel_pays(name):
+    """``conv_layout=integer``: every conv ``runs_integer`` picks has a quantized input and output, every other conv
+    (depthwise, stem, narrow 1x1) computes in float on its quantized weight and is reported as left in float; the float
+    model is unchanged and the quantized one stays close to it."""
+    case = CASES[name]
+    model = nontrivial(timm.create_model(name, **case.kwargs)).eval()
+    x = torch.randn(2, 3, case.px, case.px)
+    with torch.no_grad():
+        ref = model(x)
+    q = wrap_model(model, name, QuantConfig(conv_layout="integer"))
+    convs = {n: m for n, m in q.named_modules() if isinstance(m, QuantConv2d)}
+    integer = {n for n, m in convs.items() if m.output_quant is not None}
+    assert len(integer) < len(convs)
+    assert integer or all(m.groups > 1 or m.in_channels == 3 for m in convs.values())  # Mobile-Former: grouped or stem
+    for n, m in convs.items():
+        assert m.weight_quant.enabled
+        assert (m.groups == 1) or n not in integer
+        assert m.input_quant.enabled == (n in integer), n
+    left = set(float_layers_left(q))
+    assert {f"{n}.input_quant" for n in set(convs) - integer} <= left
+    calibrate(q, [x], progress=False)
+    with torch.no_grad(), quantization_disabled(q):
+        torch.testing.assert_close(q(x), ref, atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        assert cosine(q(x), ref) > 0.95
+
+
+def test_integer_conv_bias_sits_on_the_accumulator_grid_only_while_quantizing():
+    conv = nn.Conv2d(32, 8, 3, padding=1)
+    q = wrap_model(nn.Sequential(conv), "mobilevit_xxs", QuantConfig(conv_layout="integer"))[0]
+    assert isinstance(q, QuantConv2d) and q.output_quant is not None
+    assert q.accumulator_step() is None  # uncalibrated: not an integer kernel yet
+    calibrate(q, [torch.randn(4, 32, 8, 8)], progress=False)
+    step = q.accumulator_step()
+    assert step is not None and step.shape == (8,)
+    torch.testing.assert_close(step, q.input_quant.scale * q.weight_quant.scale)
+    codes = q.quantized_bias() / step
+    torch.testing.assert_close(codes, codes.round())
+    with quantization_disabled(q):
+        assert q.quantized_bias() is q.bias

@@ -101,6 +101,8 @@ def test_config_roundtrip_and_validation():
         QuantConfig(w_bits=12)
     with pytest.raises(VitqError, match="weight_observer must be one of"):
         QuantConfig(weight_observer="median")
+    with pytest.raises(VitqError, match="conv_layout must be one of inputs, integer"):
+        QuantConfig(conv_layout="outputs")
 
 
 def test_format_is_never_rewritten():

@@ -103,3 +103,17 @@ def test_checkpoint_of_a_spec_built_model_reloads_at_its_resolution(tmp_path, ci
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), qm.model.eval()(x))
+
+
+def test_layout_search_keeps_integer_convs_per_tensor():
+    """onnxruntime's integer conv takes per-tensor scales only: under ``conv_layout=integer`` the search may flip the
+    scheme of an integer conv's input and output quantizers but never makes them per-channel; a Linear still can."""
+    from vitq.models.wrap import wrap_model
+    from vitq.quant.config import QuantConfig
+    from vitq.quant.modules import QuantConv2d
+    from vitq.recon.layouts import activation_sites
+
+    q = wrap_model(nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.Flatten(), nn.Linear(32 * 16, 4)), "mobilevit_xxs",
+                   QuantConfig(conv_layout="integer"))
+    sites = {(type(owner), attr): channels for owner, attr, channels, _ in activation_sites([q])}
+    assert sites == {(QuantConv2d, "input_quant"): None, (QuantConv2d, "output_quant"): None, (QuantLinear, "input_quant"): 512}

@@ -16,6 +16,7 @@ from vitq.models.families import Family, family_for
 from vitq.models.hybrid_attention import ProductSites
 from vitq.models.units import reads_mlp_activation
 from vitq.quant.config import QuantConfig
+from vitq.quant.conv_layout import runs_integer
 from vitq.quant.layout import Layout, layout_of, relayout
 from vitq.quant.modules import MatMul, QuantConv2d, QuantLinear, QuantMatMul, set_child
 from vitq.quant.quantizer import LogQuantizer, Quantizer, UniformQuantizer
@@ -118,10 +119,24 @@ def wrap_model(model: nn.Module, model_name: str, config: QuantConfig, bias_offs
                                          factory.weight(f"{name}.weight_quant", name, module.out_features),
                                          bias_offsets)
         else:
-            new = QuantConv2d(module, input_quant(f"{name}.input_quant", name),
-                              factory.weight(f"{name}.weight_quant", name, module.out_channels), bias_offsets)
+            new = _quant_conv(factory, name, module, input_quant(f"{name}.input_quant", name), bias_offsets)
         set_child(model, name, new)
     return model
+
+
+def _quant_conv(factory: QuantizerFactory, name: str, conv: nn.Conv2d, input_quant: Quantizer,
+                bias_offsets: bool) -> QuantConv2d:
+    """A conv's quantized form under the config's ``conv_layout``: with ``integer``, a conv whose integer kernel pays
+    (``vitq.quant.conv_layout.runs_integer``) also quantizes its output, and any other conv leaves its input float
+    (its weight stays quantized)."""
+    output_quant = None
+    if factory.config.conv_layout == "integer":
+        if runs_integer(conv):
+            output_quant = factory.activation(f"{name}.output_quant", name)
+        else:
+            input_quant.enabled = False
+    return QuantConv2d(conv, input_quant, factory.weight(f"{name}.weight_quant", name, conv.out_channels),
+                       bias_offsets, output_quant)
 
 
 def iter_quantizers(model: nn.Module) -> Iterator[tuple[str, Quantizer]]:

@@ -21,6 +21,7 @@ SUPPORTED_BITS = range(2, 9)
 FIRST_LAST_POLICIES = ("same", "8bit", "float")
 SOFTMAX_QUANTIZERS = ("uniform", "log2", "log_sqrt2", "twin_uniform")
 POST_ACT_QUANTIZERS = ("uniform", "twin_uniform")
+CONV_LAYOUTS = ("inputs", "integer")
 OVERRIDE_KEYS = {"enable", "bits", "observer", "percentile"}
 
 
@@ -67,6 +68,11 @@ class QuantConfig:
         ln_reparam: calibrate post-LayerNorm Linear inputs per channel and fold the factors into
             LayerNorm + Linear (``vitq.models.ln_reparam``); the exported graph stays per-tensor.
         ln_power_of_two: restrict those per-channel factors to powers of two (FQ-ViT's PTF).
+        conv_layout: where convolutions are quantized. ``inputs``: every conv's input and weight, as the papers
+            do. ``integer``: only what onnxruntime's CPU kernels run in integer (``vitq.quant.conv_layout``):
+            convs whose integer kernel measured faster than float get a quantized input *and output*
+            (``DQ -> Conv -> Q`` becomes QLinearConv); depthwise convs, 3-channel stems and narrow 1x1 convs
+            compute in float on their quantized weights, with no quantize/dequantize pair around them.
         overrides: ``{"<fnmatch pattern on quantizer name>": {"enable": bool, "bits": int, "observer": str,
             "percentile": float}}``, e.g. ``{"blocks.11.*": {"bits": 8}}``; later patterns win.
     """
@@ -82,6 +88,7 @@ class QuantConfig:
     post_act_quantizer: str = "uniform"
     ln_reparam: bool = True
     ln_power_of_two: bool = False
+    conv_layout: str = "inputs"
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -96,6 +103,7 @@ class QuantConfig:
         _choice("first_last", self.first_last, FIRST_LAST_POLICIES)
         _choice("softmax_quantizer", self.softmax_quantizer, SOFTMAX_QUANTIZERS)
         _choice("post_act_quantizer", self.post_act_quantizer, POST_ACT_QUANTIZERS)
+        _choice("conv_layout", self.conv_layout, CONV_LAYOUTS)
         observers = observer_names()
         _choice("weight_observer", self.weight_observer, observers)
         _choice("activation_observer", self.activation_observer, observers)

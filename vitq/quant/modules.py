@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitq.quant.quantizer import Quantizer
+from vitq.quant.quantizer import Quantizer, UniformQuantizer, round_ste
 
 
 def set_child(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -52,13 +52,17 @@ class QuantLinear(_QuantWeightLayer):
 
 
 class QuantConv2d(_QuantWeightLayer):
-    """Conv2d with quantized input and (per-output-channel) weight."""
+    """Conv2d with quantized input and (per-output-channel) weight, and optionally a quantized output:
+    ``output_quant`` is what lets onnxruntime run the conv as an integer kernel (``DQ -> Conv -> Q`` is
+    QLinearConv; ``QuantConfig.conv_layout``). It sees the conv's output after folded BatchNorm, before the
+    activation."""
 
     def __init__(self, conv: nn.Conv2d, input_quant: Quantizer, weight_quant: Quantizer,
-                 bias_correction: bool = False) -> None:
+                 bias_correction: bool = False, output_quant: Quantizer | None = None) -> None:
         if conv.padding_mode != "zeros":
             raise ValueError(f"padding_mode {conv.padding_mode!r} is not supported")
         super().__init__(conv, input_quant, weight_quant, bias_correction)
+        self.output_quant = output_quant
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.kernel_size, self.stride, self.padding = conv.kernel_size, conv.stride, conv.padding
         self.dilation, self.groups = conv.dilation, conv.groups
@@ -66,11 +70,30 @@ class QuantConv2d(_QuantWeightLayer):
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
 
+    def quantized_bias(self) -> torch.Tensor | None:
+        """With a quantized output the conv runs as an integer kernel, which adds the bias as int32 on the
+        accumulator's grid (input scale x weight scale; onnxruntime quantizes a float bias the same way): the bias
+        is rounded to that grid here too, so torch computes what the kernel does."""
+        bias = super().quantized_bias()
+        step = self.accumulator_step()
+        return bias if bias is None or step is None else round_ste(bias / step) * step
+
+    def accumulator_step(self) -> torch.Tensor | None:
+        """Per output channel, the value of one unit of the integer conv's int32 accumulator; None while the conv
+        does not run as an integer kernel (no output quantizer, a quantizer off or still observing)."""
+        quantizers = (self.input_quant, self.weight_quant, self.output_quant)
+        if self.output_quant is None or not all(isinstance(q, UniformQuantizer) and q.quantizing for q in quantizers):
+            return None
+        if self.input_quant.per_channel:
+            return None
+        return self.input_quant.scale * self.weight_quant.scale
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(
+        out = F.conv2d(
             self.input_quant(x), self.weight_quant(self.weight), self.quantized_bias(),
             self.stride, self.padding, self.dilation, self.groups,
         )
+        return out if self.output_quant is None else self.output_quant(out)
 
 
 class MatMul(nn.Module):

@@ -91,6 +91,11 @@ class Quantizer(nn.Module):
     def _rows(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(1, -1)
 
+    @property
+    def quantizing(self) -> bool:
+        """Whether ``forward`` fake-quantizes now (enabled, calibrated and not observing)."""
+        return self.enabled and not self.observing and bool(self.initialized)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return x

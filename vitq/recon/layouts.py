@@ -24,10 +24,14 @@ SEARCH_SAMPLES = 32
 
 def activation_sites(modules: Sequence[nn.Module]) -> Iterator[tuple[nn.Module, str, int | None, int]]:
     """(owner, attribute, channels or None, channel axis) of each activation quantizer; matmul
-    operands only get the scheme choice (their channel axis is not a feature axis)."""
+    operands only get the scheme choice (their channel axis is not a feature axis), and so do both
+    quantizers of a conv with a quantized output: onnxruntime's integer conv takes per-tensor scales only."""
     for m in unique_submodules(modules, lambda m: isinstance(m, (QuantLinear, QuantConv2d, QuantMatMul))):
         if isinstance(m, QuantLinear):
             yield m, "input_quant", m.in_features, -1
+        elif isinstance(m, QuantConv2d) and m.output_quant is not None:
+            yield m, "input_quant", None, 1
+            yield m, "output_quant", None, 1
         elif isinstance(m, QuantConv2d):
             yield m, "input_quant", m.in_channels, 1
         else:
