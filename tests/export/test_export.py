@@ -227,6 +227,31 @@ def test_per_channel_activation_exports_as_float_fake_quant(tmp_path):
     assert report.agreement >= 99.5 and report.max_abs_logit_error < 1e-2
 
 
+@pytest.mark.parametrize("activation_type", ["uint8", "int8"])
+def test_symmetric_activations_share_the_one_activation_type(activation_type, tmp_path):
+    """A symmetric layout (Q-HyViT's choice) is a signed grid; it is written in the same container as every other
+    activation, shifted by 128 for uint8, so integer kernels see one type; the values and the parity gate hold."""
+    from vitq.calibration import calibrate
+    from vitq.models.wrap import iter_quantizers
+    from vitq.quant.layout import Layout, relayout
+    from vitq.quant.modules import set_child
+
+    qmodel = quantized_tiny_vit(make_recipe("W8A8", "minmax"))
+    for name, q in list(iter_quantizers(qmodel)):
+        if name.endswith("attn.proj.input_quant"):
+            set_child(qmodel, name, relayout(q, Layout(symmetric=True)))
+    calibrate(qmodel, [images(16)], progress=False)
+    exported = export_onnx(qmodel, tmp_path / "s.onnx", ExportOptions(activation_type=activation_type))
+    graph = onnx.load(str(exported.path)).graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    zps = {n.name: inits[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear"}
+    assert {z.dtype for z in zps.values()} == {np.dtype(activation_type)}
+    proj = [z for name, z in zps.items() if "attn.proj.input_quant" in name]
+    assert proj and all(int(z) == (128 if activation_type == "uint8" else 0) for z in proj)
+    report = check_parity(exported.path, export_reference(qmodel), [images(16, seed=7)])
+    assert report.passes()
+
+
 def test_convs_onnxruntime_runs_in_float_get_float_weights_with_the_same_numbers(tmp_path):
     """MobileViT's convs have no quantized output, so onnxruntime runs them in float: the 3x3 and depthwise ones get
     their dequantized weights as float constants (pre-packable), the 1x1 ones keep int8 codes; both files compute the

@@ -58,11 +58,17 @@ CONTAINERS = {
 def container_for(site: Site, weight_container: str, activation_type: str) -> tuple[Container, int]:
     """The container holding ``site``'s grid and the code offset (the grid is shifted by it).
 
-    int4/uint4 only for weights when asked. ``activation_type="int8"`` shifts an unsigned activation
-    grid by -128 (zero-point too), which computes the same values with signed (S8S8) kernels.
+    int4/uint4 only for weights when asked. Every 8-bit activation grid goes into ``activation_type``: an unsigned
+    grid is shifted by -128 (zero-point too) for ``int8``, a signed one (a symmetric layout Q-HyViT chose) by +128 for
+    ``uint8``. The values are the same, and one activation type throughout is what onnxruntime's integer kernels
+    need: QLinearConv takes its input and output in the same type, so a mixed pair stays a float conv.
     """
     qp = site.qparams
-    offset = -128 if not site.is_weight and activation_type == "int8" and qp.qmin >= 0 else 0
+    offset = 0
+    if not site.is_weight and qp.qmin >= 0 and activation_type == "int8":
+        offset = -128
+    elif not site.is_weight and qp.qmin < 0 and activation_type == "uint8" and qp.qmax + 128 <= 255:
+        offset = 128
     signed = qp.qmin + offset < 0
     names = ["int8" if signed else "uint8"]
     if site.is_weight and weight_container == "int4":
