@@ -266,6 +266,9 @@ RECIPE_PRESETS: dict[str, dict[str, Any]] = {
                     "summary": "Q-HyViT for hybrid ViTs"},
     "w4a4-qhyvit": {"bits": "W4A4", "method": "qhyvit", "settings": {"recon_preset": "hybrid"},
                     "summary": "Q-HyViT for hybrid ViTs"},
+    "w8a8-qhyvit-ort": {"bits": "W8A8", "method": "qhyvit",
+                        "settings": {"recon_preset": "hybrid", "conv_layout": "integer", "per_channel_activations": False},
+                        "summary": "Q-HyViT for onnxruntime CPU: integer convs where they pay, per-tensor activations"},
 }
 
 

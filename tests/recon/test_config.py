@@ -34,3 +34,12 @@ def test_bad_settings_fail_clearly(bits, method, settings, message):
 def test_bad_stage():
     with pytest.raises(VitqError, match="activations"):
         Stage(activations="sometimes")
+
+
+def test_every_named_preset_builds_and_the_ort_preset_runs_integer_kernels():
+    from vitq.recipe import RECIPE_PRESETS, preset_recipe
+
+    recipes = {name: preset_recipe(name) for name in RECIPE_PRESETS}
+    ort = recipes["w8a8-qhyvit-ort"]
+    assert ort.format.conv_layout == "integer" and not ort.recon.per_channel_activations
+    assert recipes["w8a8-qhyvit"].format.conv_layout == "inputs"  # the paper's comparison quantizes every conv input
