@@ -29,7 +29,7 @@ DEFAULT_CALIBRATION = "percentile"
 # At or below this many bits percentile calibration switches to the low-bit settings (:func:`low_bit_defaults`)
 LOW_BITS = 4
 FORMAT_KEYS = tuple(k for k in QuantConfig.field_names() if k not in ("w_bits", "a_bits", "overrides"))
-RECIPE_KEYS = ("calibration", "bias_correction", "relu_mlp")
+RECIPE_KEYS = ("calibration", "bias_correction", "relu_mlp", "rotate")
 RECON_KEYS = tuple(["recon_preset", *(f.name for f in fields(ReconConfig) if f.name not in ("preset", "seed"))])
 
 
@@ -79,6 +79,8 @@ class Recipe:
         recon: reconstruction settings, for a method with a schedule (else ``None``).
         relu_mlp: before wrapping, change every transformer MLP's GELU to ReLU and refit the MLPs in float on
             the calibration images (``vitq.models.relu_mlp``); an explicit model change, off by default.
+        rotate: before wrapping, rotate a plain ViT's residual stream (``vitq.models.rotation``): exact in float,
+            folded into the weights, off by default.
         name: the preset this recipe came from, if any.
         derived: ``{key: reason}`` for every value ``make_recipe`` chose rather than the user.
     """
@@ -89,6 +91,7 @@ class Recipe:
     bias_correction: bool = False
     recon: ReconConfig | None = None
     relu_mlp: bool = False
+    rotate: bool = False
     name: str | None = None
     derived: Mapping[str, str] = field(default_factory=dict)
 
@@ -113,7 +116,7 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "method": self.method, "bits": self.bits, "calibration": self.calibration,
-                "bias_correction": self.bias_correction, "relu_mlp": self.relu_mlp, "format": self.format.to_dict(),
+                "bias_correction": self.bias_correction, "relu_mlp": self.relu_mlp, "rotate": self.rotate, "format": self.format.to_dict(),
                 "recon": self.recon.to_dict() if self.recon else None, "derived": dict(self.derived)}
 
     @classmethod
@@ -123,7 +126,7 @@ class Recipe:
         fields), ``recon`` (ReconConfig fields, ``preset`` naming a reconstruction preset) and ``name``."""
         if not isinstance(data, Mapping):
             raise VitqError(f"a recipe must be an object, got {type(data).__name__}")
-        known = {"name", "method", "bits", "calibration", "bias_correction", "relu_mlp", "format", "recon", "derived"}
+        known = {"name", "method", "bits", "format", "recon", "derived", *RECIPE_KEYS}
         unknown = set(data) - known
         if unknown:
             raise VitqError(f"unknown recipe keys {sorted(unknown)}; known: {sorted(known)}")
@@ -171,7 +174,7 @@ def _path(key: str) -> str:
 
 def applicable_keys(method: Method) -> list[str]:
     """The ``--set`` keys that mean something for ``method``."""
-    keys = [*FORMAT_KEYS, "overrides", "bias_correction", "relu_mlp"]
+    keys = [*FORMAT_KEYS, "overrides", "bias_correction", "relu_mlp", "rotate"]
     if method.reconstructs:
         ignored = method.schedule.inapplicable()
         keys += ["calibration", *(k for k in RECON_KEYS if k not in ignored)]
@@ -238,11 +241,11 @@ def make_recipe(bits: str = "W8A8", method: str = "percentile", settings: Mappin
         options = {k: settings[k] for k in RECON_KEYS if k in settings and k != "recon_preset"}
         preset = choose("recon_preset", spec.recon_preset, f"{method}'s default reconstruction preset")
         recon = ReconConfig.from_dict({"preset": preset, **options, **({"seed": seed} if seed is not None else {})})
-    flags = {key: settings.get(key, False) for key in ("bias_correction", "relu_mlp")}
+    flags = {key: settings.get(key, False) for key in ("bias_correction", "relu_mlp", "rotate")}
     for key, value in flags.items():
         if not isinstance(value, bool):
             raise VitqError(f"{key} must be true or false, got {value!r}")
-    return Recipe(method, calibration, qformat, flags["bias_correction"], recon, flags["relu_mlp"], name, derived)
+    return Recipe(method, calibration, qformat, recon=recon, name=name, derived=derived, **flags)
 
 
 # Named recipes as data (``vitq list`` shows them, ``--preset NAME`` picks one): bits, method and the

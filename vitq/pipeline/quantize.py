@@ -22,11 +22,14 @@ from vitq.models.families import family_for
 from vitq.models.ln_reparam import fold_ln_scales, per_channel_ln_inputs
 from vitq.models.loading import model_spec
 from vitq.models.relu_mlp import relu_mlp_model
+from vitq.models.rotation import rotate_residual
 from vitq.models.units import Partition
 from vitq.models.wrap import float_layers_left, wrap_model
 from vitq.recipe import Recipe
 from vitq.recon.engine import check_plan, reconstruct
 from vitq.recon.resume import ResumeFile
+
+ROTATION_PROBE = 4  # calibration images the rotated model is compared on (its report's max logit change)
 
 
 @dataclass
@@ -41,7 +44,7 @@ class QuantizedModel:
         recon_losses: the reconstruction's per-level losses (``ReconReport.summary``), if it reconstructed.
         seconds: quantization wall time.
         meta: anything else worth keeping with a checkpoint (calibration images, data path, ...); a model
-            changed before quantization keeps the change's report under ``relu_mlp``.
+            changed before quantization keeps the change's report under ``relu_mlp`` / ``rotate``.
     """
 
     model: nn.Module
@@ -66,6 +69,10 @@ def quantize(model: nn.Module, model_name: str, calib_batches: Iterable[torch.Te
     method = recipe.method_spec
     calib_batches = list(calib_batches)
     meta: dict[str, Any] = {}
+    if recipe.rotate:  # exact in float, so the checkpoint's weights alone rebuild it: no spec change
+        model, rotation = rotate_residual(model, model_name, probe=calib_batches[0][:ROTATION_PROBE])
+        meta["rotate"] = rotation.summary()
+        inplace = True
     if recipe.relu_mlp:  # the float model itself changes: a new copy, so ``inplace`` has nothing to save
         _wrap_and_plan(copy.deepcopy(model), model_name, recipe)  # a bad plan fails before the minutes-long fit
         model, change = relu_mlp_model(model, model_name, calib_batches, progress=progress)

@@ -1,0 +1,140 @@
+"""An opt-in, exact model change before quantization: rotate a plain ViT's residual stream.
+
+Why: the residual stream of a ViT has a few channels far larger than the rest, and every LayerNorm output that
+feeds a quantized Linear (qkv, fc1, the head) inherits them, as do the rows of those Linears' weights once the
+LayerNorm gains are folded in. An orthogonal rotation ``Q`` of the stream spreads each outlier over all
+channels, so a per-tensor activation grid and a per-channel weight grid both waste fewer levels (QuaRot, GLF-Q).
+In float the rotated model computes the same logits; the rotation lives entirely in the weights, so the exported
+graph is unchanged and costs nothing at run time.
+
+How, for a timm ``VisionTransformer``:
+
+1. Every writer to the stream (patch embedding, class/distillation/register tokens, position embedding, attention
+   ``proj``, MLP ``fc2``, with any layer scale folded in) is made to write mean-zero vectors, so the stream is
+   mean-zero and each LayerNorm's mean subtraction does nothing.
+2. Each LayerNorm's gain and bias move into the Linear that reads it (``qkv``, ``fc1``, ``head``); the
+   LayerNorm keeps ``weight = 1, bias = 0``.
+3. ``Q`` fixes the all-ones direction (``Q 1 = 1``) and is a random rotation on the mean-zero subspace, so the
+   rotated stream stays mean-zero and ``LayerNorm(x Q) = LayerNorm(x) Q``: LayerNorm stays LayerNorm (no RMSNorm
+   needed). Writers become ``Q^T W``, readers ``W Q``.
+
+Only the stream is rotated. An online rotation of the MLP hidden activation (the input of ``fc2``, the most
+sensitive site at 4 bits) would need an extra matmul in the graph and is not done.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from vitq.errors import VitqError
+
+TOKEN_PARAMS = ("cls_token", "dist_token", "reg_token", "pos_embed")
+
+
+@dataclass(frozen=True)
+class RotationReport:
+    """What was rotated: stream width, seed, and the largest float logit change it caused on a probe batch."""
+
+    width: int
+    seed: int
+    max_logit_change: float
+
+    def summary(self) -> dict:
+        return {"width": self.width, "seed": self.seed, "max_logit_change": self.max_logit_change}
+
+
+def rotation_fixing_ones(width: int, seed: int) -> torch.Tensor:
+    """A random orthogonal ``width x width`` matrix (float64) with ``Q 1 = 1``: identity on the all-ones direction,
+    a Haar-random rotation on its orthogonal complement."""
+    gen = torch.Generator().manual_seed(seed)
+    ones = torch.ones(width, 1, dtype=torch.float64) / width ** 0.5
+    basis, _ = torch.linalg.qr(torch.cat([ones, torch.randn(width, width - 1, generator=gen, dtype=torch.float64)], 1))
+    complement = basis[:, 1:]  # orthonormal, orthogonal to the ones vector
+    r, upper = torch.linalg.qr(torch.randn(width - 1, width - 1, generator=gen, dtype=torch.float64))
+    r = r * torch.sign(torch.diagonal(upper))  # Haar measure (QR's sign convention removed)
+    return ones @ ones.T + complement @ r @ complement.T
+
+
+def _check(model: nn.Module, model_name: str) -> VisionTransformer:
+    if not isinstance(model, VisionTransformer):
+        raise VitqError(f"rotate rotates the residual stream of a plain ViT (timm VisionTransformer: vit_*, deit_*); "
+                        f"{model_name} is a {type(model).__name__}")
+    for name in ("norm_pre", "fc_norm", "head_drop"):
+        if not isinstance(getattr(model, name, nn.Identity()), (nn.Identity, nn.Dropout)):
+            raise VitqError(f"rotate: {model_name} has a {name} layer, which the rotation does not handle")
+    for i, block in enumerate(model.blocks):
+        for name in ("norm1", "norm2"):
+            if not isinstance(getattr(block, name), nn.LayerNorm):
+                raise VitqError(f"rotate: blocks.{i}.{name} of {model_name} is not a LayerNorm")
+        if not isinstance(getattr(block.attn, "norm", nn.Identity()), nn.Identity):
+            raise VitqError(f"rotate: blocks.{i}.attn of {model_name} normalizes its output, which the rotation does not handle")
+    if not isinstance(model.norm, nn.LayerNorm) or not isinstance(model.head, nn.Linear):
+        raise VitqError(f"rotate: {model_name} needs a final LayerNorm and a Linear head")
+    return model
+
+
+def _fold_layer_scale(writer: nn.Linear, scale: nn.Module) -> None:
+    """``ls(W x + b)`` with a diagonal layer scale -> ``W' x + b'`` and the scale made the identity."""
+    gamma = getattr(scale, "gamma", None)
+    if gamma is None:
+        return
+    writer.weight.mul_(gamma[:, None])
+    writer.bias.mul_(gamma)
+    scale.gamma.fill_(1.0)
+
+
+def _fold_norm(norm: nn.LayerNorm, reader: nn.Linear) -> None:
+    """Move ``norm``'s gain and bias into ``reader`` (which reads only ``norm``'s output)."""
+    if reader.bias is None:
+        raise VitqError("rotate folds each LayerNorm's bias into the Linear reading it, which needs a bias (qkv_bias=True)")
+    w = reader.weight.double()
+    reader.bias.copy_((reader.bias.double() + w @ norm.bias.double()).to(reader.bias.dtype))
+    reader.weight.copy_(w * norm.weight.double()[None, :])
+    norm.weight.fill_(1.0)
+    norm.bias.zero_()
+
+
+def _rotate_writer(weight: torch.Tensor, bias: torch.Tensor | None, q: torch.Tensor) -> None:
+    """Writer rows (output channels = the stream) -> ``Q^T C W`` where ``C`` removes the mean (``Q^T C = Q^T - 11^T/d``)."""
+    shape = weight.shape
+    w = weight.double().reshape(shape[0], -1)
+    w = q.T @ (w - w.mean(0, keepdim=True))
+    weight.copy_(w.reshape(shape).to(weight.dtype))
+    if bias is not None:
+        bias.copy_((q.T @ (bias.double() - bias.double().mean())).to(bias.dtype))
+
+
+@torch.no_grad()
+def rotate_residual(model: nn.Module, model_name: str, seed: int = 0,
+                    probe: torch.Tensor | None = None) -> tuple[nn.Module, RotationReport]:
+    """A copy of the float ViT ``model`` with its residual stream rotated (module docstring); ``model`` is left as it
+    was. ``probe`` (a few images): report the largest logit change, which float rounding alone should explain."""
+    vit = _check(model.eval(), model_name)
+    rotated = copy.deepcopy(vit)
+    width = rotated.embed_dim
+    q = rotation_fixing_ones(width, seed)
+    for block in rotated.blocks:
+        _fold_layer_scale(block.attn.proj, block.ls1)
+        _fold_layer_scale(block.mlp.fc2, block.ls2)
+        _fold_norm(block.norm1, block.attn.qkv)
+        _fold_norm(block.norm2, block.mlp.fc1)
+        for reader in (block.attn.qkv, block.mlp.fc1):
+            reader.weight.copy_((reader.weight.double() @ q).to(reader.weight.dtype))
+        for writer in (block.attn.proj, block.mlp.fc2):
+            _rotate_writer(writer.weight, writer.bias, q)
+    _fold_norm(rotated.norm, rotated.head)
+    rotated.head.weight.copy_((rotated.head.weight.double() @ q).to(rotated.head.weight.dtype))
+    _rotate_writer(rotated.patch_embed.proj.weight, rotated.patch_embed.proj.bias, q)
+    for name in TOKEN_PARAMS:
+        p = getattr(rotated, name, None)
+        if isinstance(p, torch.Tensor):
+            centred = p.double() - p.double().mean(-1, keepdim=True)
+            p.copy_((centred @ q).to(p.dtype))
+    change = 0.0
+    if probe is not None:
+        change = float((rotated(probe) - vit(probe)).abs().max())
+    return rotated, RotationReport(width, seed, round(change, 6))
