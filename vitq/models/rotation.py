@@ -87,13 +87,14 @@ def _fold_layer_scale(writer: nn.Linear, scale: nn.Module) -> None:
     scale.gamma.fill_(1.0)
 
 
-def _fold_norm(norm: nn.LayerNorm, reader: nn.Linear) -> None:
-    """Move ``norm``'s gain and bias into ``reader`` (which reads only ``norm``'s output)."""
+def _rotate_reader(norm: nn.LayerNorm, reader: nn.Linear, q: torch.Tensor) -> None:
+    """Move ``norm``'s gain and bias into ``reader`` (which reads only ``norm``'s output) and rotate its input:
+    ``W -> W diag(gain) Q``, ``b -> b + W bias``."""
     if reader.bias is None:
         raise VitqError("rotate folds each LayerNorm's bias into the Linear reading it, which needs a bias (qkv_bias=True)")
     w = reader.weight.double()
     reader.bias.copy_((reader.bias.double() + w @ norm.bias.double()).to(reader.bias.dtype))
-    reader.weight.copy_(w * norm.weight.double()[None, :])
+    reader.weight.copy_(((w * norm.weight.double()[None, :]) @ q).to(reader.weight.dtype))
     norm.weight.fill_(1.0)
     norm.bias.zero_()
 
@@ -120,14 +121,11 @@ def rotate_residual(model: nn.Module, model_name: str, seed: int = 0,
     for block in rotated.blocks:
         _fold_layer_scale(block.attn.proj, block.ls1)
         _fold_layer_scale(block.mlp.fc2, block.ls2)
-        _fold_norm(block.norm1, block.attn.qkv)
-        _fold_norm(block.norm2, block.mlp.fc1)
-        for reader in (block.attn.qkv, block.mlp.fc1):
-            reader.weight.copy_((reader.weight.double() @ q).to(reader.weight.dtype))
+        _rotate_reader(block.norm1, block.attn.qkv, q)
+        _rotate_reader(block.norm2, block.mlp.fc1, q)
         for writer in (block.attn.proj, block.mlp.fc2):
             _rotate_writer(writer.weight, writer.bias, q)
-    _fold_norm(rotated.norm, rotated.head)
-    rotated.head.weight.copy_((rotated.head.weight.double() @ q).to(rotated.head.weight.dtype))
+    _rotate_reader(rotated.norm, rotated.head, q)
     _rotate_writer(rotated.patch_embed.proj.weight, rotated.patch_embed.proj.bias, q)
     for name in TOKEN_PARAMS:
         p = getattr(rotated, name, None)

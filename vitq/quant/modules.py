@@ -82,9 +82,8 @@ class QuantConv2d(_QuantWeightLayer):
         """Per output channel, the value of one unit of the integer conv's int32 accumulator; None while the conv
         does not run as an integer kernel (no output quantizer, a quantizer off or still observing)."""
         quantizers = (self.input_quant, self.weight_quant, self.output_quant)
-        if self.output_quant is None or not all(isinstance(q, UniformQuantizer) and q.quantizing for q in quantizers):
-            return None
-        if self.input_quant.per_channel:
+        if self.output_quant is None or not all(isinstance(q, UniformQuantizer) and q.quantizing for q in quantizers) \
+                or self.input_quant.per_channel:
             return None
         return self.input_quant.scale * self.weight_quant.scale
 
