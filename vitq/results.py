@@ -19,8 +19,8 @@ from typing import Any
 from vitq.files import atomic_write
 
 INTERESTING_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512vnni", "avx_vnni", "amx_int8", "fma", "f16c")
-# recorded where installed (nncf: the benchmark's nncf variant)
-PACKAGES = ("torch", "timm", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "vitq", "nncf")
+# recorded where installed (nncf, onnx-neural-compressor: the benchmark's peer variants)
+PACKAGES = ("torch", "timm", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "vitq", "nncf", "onnx-neural-compressor")
 
 
 def git_commit() -> str:

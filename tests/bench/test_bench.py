@@ -126,29 +126,34 @@ def test_a_resolution_the_model_cannot_take_is_a_clear_error(tiny_w8a8):
     assert qm.model.pretrained_cfg["input_size"] == (3, 32, 32)
 
 
-def test_nncf_variant_without_nncf_is_a_clear_error_before_any_work(tiny_w8a8, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("variant", "module", "install"), [("nncf", "nncf", r"pip install 'vitq\[peers\]'"),
+                                                         ("inc", "onnx_neural_compressor", "pip install --no-deps onnx-neural")])
+def test_peer_variant_without_its_package_is_a_clear_error_before_any_work(tiny_w8a8, tmp_path, monkeypatch, variant,
+                                                                             module, install):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nncf" else real(name, *a))
-    config = BenchConfig(target="cpu", threads=(1,), batches=(1,), runs=1, variants=("fp32", "nncf"))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else real(name, *a))
+    config = BenchConfig(target="cpu", threads=(1,), batches=(1,), runs=1, variants=("fp32", variant))
     qm = QuantizedModel(tiny_w8a8, "vit_tiny_patch16_224", make_recipe("W8A8", "minmax"))
-    with pytest.raises(VitqError, match=r"variant nncf needs the nncf package, which is not installed: pip install 'vitq\[peers\]'"):
+    with pytest.raises(VitqError, match=rf"variant {variant} needs the {module} package, which is not installed: {install}"):
         bench_quantized(qm, [images(4)], labelled(4, 5), tmp_path, config, progress=False)
     assert not list(tmp_path.iterdir()), "nothing may be built before the error"
-    result = CliRunner().invoke(main, ["bench", str(tmp_path / "missing.pt"), "--variants", "fp32,nncf"])
-    assert result.exit_code == 1 and "variant nncf needs the nncf package" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["bench", str(tmp_path / "missing.pt"), "--variants", f"fp32,{variant}"])
+    assert result.exit_code == 1 and f"variant {variant} needs the {module} package" in result.output
+    assert "Traceback" not in result.output
 
 
-def test_nncf_variant_quantizes_the_same_fp32_graph(tiny_w8a8, tmp_path):
-    """Where NNCF is installed (pip install 'vitq[peers]'), its variant is a QDQ graph of the same model that runs."""
-    pytest.importorskip("nncf")
+@pytest.mark.parametrize(("variant", "module"), [("nncf", "nncf"), ("inc", "onnx_neural_compressor")])
+def test_peer_variant_quantizes_the_same_fp32_graph(tiny_w8a8, tmp_path, variant, module):
+    """Where the peer's package is installed, its variant is a QDQ graph of the same model that runs."""
+    pytest.importorskip(module)
     import onnx
 
     from vitq.pipeline.variants import build_variants
 
-    built = build_variants(tiny_w8a8, [images(8)], tmp_path, ("fp32", "nncf"), transformer=True)
-    ops = {n.op_type for n in onnx.load(str(built["nncf"].path)).graph.node}
+    built = build_variants(tiny_w8a8, [images(8)], tmp_path, ("fp32", variant), transformer=True)
+    ops = {n.op_type for n in onnx.load(str(built[variant].path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "MatMul"} <= ops
-    out = open_session(built["nncf"].path).run(None, {"input": images(2).numpy()})[0]
+    out = open_session(built[variant].path).run(None, {"input": images(2).numpy()})[0]
     assert out.shape == (2, 10)

@@ -1,6 +1,6 @@
 """Build the model files a benchmark compares from one wrapped model: fp32 (plain and
-transformer-optimized), onnxruntime's ``quantize_static`` and NNCF's ``quantize`` on the same fp32 graph and
-calibration images, and vitq's QDQ exports (names in ``vitq.bench.variants``).
+transformer-optimized), onnxruntime's ``quantize_static``, NNCF's ``quantize`` and Intel Neural Compressor's
+static quantizer on the same fp32 graph and calibration images, and vitq's QDQ exports (names in ``vitq.bench.variants``).
 
 Every variant comes from the same wrapped model, so all share weights, input size and graph
 structure; only the quantization differs.
@@ -21,6 +21,7 @@ from vitq.bench.variants import (
     DEFAULT_VARIANTS,
     FP32,
     FP32_OPT,
+    INC,
     NNCF,
     ORT_STATIC,
     VITQ_DQ_CONV,
@@ -49,11 +50,16 @@ class _Images(CalibrationDataReader):
             # onnxruntime 1.32 flushes every MAX_INTERMEDIATE_OUTPUTS batches and then raises "No data is
             # collected" when the last flush left nothing: keep the batch count off that multiple
             n -= 1
-        self._batches: Iterator[np.ndarray] = iter(np.array_split(x, n))
+        self.batches = np.array_split(x, n)
+        self.rewind()
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._batches, None)
         return None if batch is None else {INPUT_NAME: batch}
+
+    def rewind(self) -> None:
+        """Start over (Intel Neural Compressor reads the images more than once)."""
+        self._batches: Iterator[np.ndarray] = iter(self.batches)
 
 
 def transformer_optimized(fp32: Path, out: Path, shape: tuple[int, int] = (0, 0)) -> Path:
@@ -101,6 +107,20 @@ def nncf_quantize(fp32: Path, out: Path, calib_images: Sequence[torch.Tensor], t
     return atomic_write(out, lambda tmp: onnx.save(quantized, str(tmp)))
 
 
+def inc_quantize(fp32: Path, out: Path, calib_images: Sequence[torch.Tensor]) -> Path:
+    """Intel Neural Compressor's ONNX static quantization (``onnx_neural_compressor.quantization.quantize`` with
+    ``StaticQuantConfig``) of the fp32 graph: QDQ, per-channel int8 weights, uint8 activations, MinMax over the same
+    calibration images; its own pre-pass runs onnxruntime's basic graph optimizations first."""
+    from onnx_neural_compressor.quantization import config, quantize
+
+    logging.getLogger("onnx_neural_compressor").setLevel(logging.WARNING)  # it logs an op table per model at INFO
+    reader = _Images(calib_images)
+    settings = config.StaticQuantConfig(calibration_data_reader=reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                        calibration_sampling_size=len(reader.batches))
+    return atomic_write(out, lambda tmp: quantize(str(fp32), str(tmp), settings))
+
+
 def build_variants(qmodel: nn.Module, calib_images: Sequence[torch.Tensor], workdir: Path,
                    names: Sequence[str] = DEFAULT_VARIANTS, stem: str = "model", transformer_shape: tuple[int, int] = (0, 0),
                    progress: Callable[[str], None] = lambda _: None, transformer: bool = True) -> dict[str, Variant]:
@@ -126,6 +146,8 @@ def build_variants(qmodel: nn.Module, calib_images: Sequence[torch.Tensor], work
         NNCF: ("NNCF quantize on the fp32 graph: QDQ, per-channel weights, same calibration images"
                + (", model_type transformer" if transformer else ""),
                lambda p: nncf_quantize(fp32, p, calib_images, transformer)),
+        INC: ("Intel Neural Compressor static quantization of the fp32 graph: QDQ, per-channel, U8S8, MinMax, same "
+              "calibration images", lambda p: inc_quantize(fp32, p, calib_images)),
         VITQ_DQ_CONV: ("vitq QDQ export, conv weights as int8 codes + DequantizeLinear also where the conv runs in float",
                        lambda p: export_onnx(qmodel, p, ExportOptions(float_conv_weights=False)).path),
     }
