@@ -153,6 +153,8 @@ def test_peer_variant_quantizes_the_same_fp32_graph(tiny_w8a8, tmp_path, variant
     from vitq.pipeline.variants import build_variants
 
     built = build_variants(tiny_w8a8, [images(8)], tmp_path, ("fp32", variant), transformer=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([built["fp32"].path.name, built[variant].path.name]), \
+        "one self-contained file per variant"
     ops = {n.op_type for n in onnx.load(str(built[variant].path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "MatMul"} <= ops
     out = open_session(built[variant].path).run(None, {"input": images(2).numpy()})[0]

@@ -8,10 +8,12 @@ structure; only the quantization differs.
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
 from onnxruntime.transformers.optimizer import optimize_model
@@ -98,7 +100,6 @@ def nncf_quantize(fp32: Path, out: Path, calib_images: Sequence[torch.Tensor], t
     calibration images, one image per calibration step; ``model_type=TRANSFORMER`` (NNCF's preset for attention
     models: mixed symmetric/asymmetric, LayerNorm/Softmax/GELU left float) for a plain transformer."""
     import nncf
-    import onnx
 
     images = [x[None] for x in torch.cat(list(calib_images)).numpy().astype(np.float32)]
     dataset = nncf.Dataset(images, lambda x: {INPUT_NAME: x})
@@ -118,7 +119,14 @@ def inc_quantize(fp32: Path, out: Path, calib_images: Sequence[torch.Tensor]) ->
     settings = config.StaticQuantConfig(calibration_data_reader=reader, quant_format=QuantFormat.QDQ, per_channel=True,
                                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                                         calibration_sampling_size=len(reader.batches))
-    return atomic_write(out, lambda tmp: quantize(str(fp32), str(tmp), settings))
+
+    def write(tmp: Path) -> None:
+        with tempfile.TemporaryDirectory(prefix="vitq-inc.") as scratch:
+            # it writes the weights as external data beside its output; one self-contained file is what the
+            # size column and the other variants mean
+            quantize(str(fp32), f"{scratch}/model.onnx", settings)
+            onnx.save(onnx.load(f"{scratch}/model.onnx"), str(tmp))
+    return atomic_write(out, write)
 
 
 def build_variants(qmodel: nn.Module, calib_images: Sequence[torch.Tensor], workdir: Path,
