@@ -127,7 +127,8 @@ def test_a_resolution_the_model_cannot_take_is_a_clear_error(tiny_w8a8):
 
 
 @pytest.mark.parametrize(("variant", "module", "install"), [("nncf", "nncf", r"pip install 'vitq\[peers\]'"),
-                                                         ("inc", "onnx_neural_compressor", "pip install --no-deps onnx-neural")])
+                                                         ("inc", "onnx_neural_compressor", "pip install --no-deps onnx-neural"),
+                                                         ("ort-matmulnbits", "onnx_ir", r"pip install 'vitq\[peers\]'")])
 def test_peer_variant_without_its_package_is_a_clear_error_before_any_work(tiny_w8a8, tmp_path, monkeypatch, variant,
                                                                              module, install):
     import importlib.util
@@ -144,9 +145,10 @@ def test_peer_variant_without_its_package_is_a_clear_error_before_any_work(tiny_
     assert "Traceback" not in result.output
 
 
-@pytest.mark.parametrize(("variant", "module"), [("nncf", "nncf"), ("inc", "onnx_neural_compressor")])
+@pytest.mark.parametrize(("variant", "module"), [("nncf", "nncf"), ("inc", "onnx_neural_compressor"),
+                                                 ("ort-matmulnbits", "onnx_ir")])
 def test_peer_variant_quantizes_the_same_fp32_graph(tiny_w8a8, tmp_path, variant, module):
-    """Where the peer's package is installed, its variant is a QDQ graph of the same model that runs."""
+    """Where the peer's package is installed, its variant is a quantized graph of the same model that runs."""
     pytest.importorskip(module)
     import onnx
 
@@ -156,6 +158,7 @@ def test_peer_variant_quantizes_the_same_fp32_graph(tiny_w8a8, tmp_path, variant
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([built["fp32"].path.name, built[variant].path.name]), \
         "one self-contained file per variant"
     ops = {n.op_type for n in onnx.load(str(built[variant].path)).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear", "MatMul"} <= ops
+    expected = {"MatMulNBits"} if variant == "ort-matmulnbits" else {"QuantizeLinear", "DequantizeLinear", "MatMul"}
+    assert expected <= ops
     out = open_session(built[variant].path).run(None, {"input": images(2).numpy()})[0]
     assert out.shape == (2, 10)

@@ -25,6 +25,7 @@ from vitq.bench.variants import (
     FP32_OPT,
     INC,
     NNCF,
+    ORT_NBITS,
     ORT_STATIC,
     VITQ_DQ_CONV,
     VITQ_INT4W,
@@ -108,6 +109,22 @@ def nncf_quantize(fp32: Path, out: Path, calib_images: Sequence[torch.Tensor], t
     return atomic_write(out, lambda tmp: onnx.save(quantized, str(tmp)))
 
 
+NBITS_BLOCK = 32  # weights per int4 scale
+
+
+def ort_matmul_nbits(fp32: Path, out: Path) -> Path:
+    """onnxruntime's weight-only 4-bit quantization of the fp32 graph: every MatMul with a constant weight becomes
+    ``MatMulNBits`` (symmetric int4, one scale per ``NBITS_BLOCK`` weights, ``accuracy_level=4``: the activations are
+    quantized to int8 on the fly inside the kernel, onnxruntime's integer path on x86). No calibration."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)  # a line per node
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(fp32)), bits=4, block_size=NBITS_BLOCK, is_symmetric=True,
+                                     accuracy_level=4)
+    quantizer.process()
+    return atomic_write(out, lambda tmp: quantizer.model.save_model_to_file(str(tmp)))
+
+
 def inc_quantize(fp32: Path, out: Path, calib_images: Sequence[torch.Tensor]) -> Path:
     """Intel Neural Compressor's ONNX static quantization (``onnx_neural_compressor.quantization.quantize`` with
     ``StaticQuantConfig``) of the fp32 graph: QDQ, per-channel int8 weights, uint8 activations, MinMax over the same
@@ -154,6 +171,8 @@ def build_variants(qmodel: nn.Module, calib_images: Sequence[torch.Tensor], work
         NNCF: ("NNCF quantize on the fp32 graph: QDQ, per-channel weights, same calibration images"
                + (", model_type transformer" if transformer else ""),
                lambda p: nncf_quantize(fp32, p, calib_images, transformer)),
+        ORT_NBITS: (f"onnxruntime MatMulNBits on the fp32 graph: weight-only int4, block {NBITS_BLOCK}, symmetric, "
+                    "int8 compute (accuracy_level 4), no calibration", lambda p: ort_matmul_nbits(fp32, p)),
         INC: ("Intel Neural Compressor static quantization of the fp32 graph: QDQ, per-channel, U8S8, MinMax, same "
               "calibration images", lambda p: inc_quantize(fp32, p, calib_images)),
         VITQ_DQ_CONV: ("vitq QDQ export, conv weights as int8 codes + DequantizeLinear also where the conv runs in float",
