@@ -134,8 +134,10 @@ def display_path(path: Path) -> str:
 @click.option("--max-steps", type=click.IntRange(min=1), default=None,
               help="Stop this run after this many steps (state saved; the same command continues).")
 @click.option("--fit-minutes", type=click.FloatRange(min=0), default=None,
-              help="Shorten the schedule so it ends in about this long: the step rate is timed over this run's first "
-              f"{RATE_STEPS} steps and the total (kept in the state) cut to fit. For time-boxed runs such as a GPU slice.")
+              help="Shorten the schedule so it ends about this long after this run starts: the step rate is timed over "
+              f"this run's first {RATE_STEPS} steps and the total (kept in the state) cut to fit, never lengthened. On a "
+              "resumed run it re-fits what is left (the cosine then continues from the cut total's point), for time-boxed "
+              "runs such as a GPU slice or a machine that turned out slower than when the schedule was fitted.")
 @click.option("--save-every", type=click.FloatRange(min=0), default=2.0, show_default=True,
               help="Minutes between state saves.")
 @click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -186,9 +188,9 @@ def main(model: str, data: Path, img_size: int, epochs: int, batch_size: int, lr
         gen.set_state(state["gen"])
         torch.set_rng_state(state["torch_rng"])
         step, seconds, runs, perm, total = state["step"], state["seconds"], state["runs"], state["perm"], state["total"]
-        fit_minutes = None  # the schedule was fitted (or not) when it started
         click.echo(f"resuming {state_path} at step {step}/{total} (epoch {step / steps_per_epoch:.2f})", err=True)
     runs += 1
+    run_start_step = step
 
     def checkpoint_state() -> None:
         save_state(state_path, key, net, opt, gen, step, total, perm, seconds + time.perf_counter() - start, runs)
@@ -219,7 +221,7 @@ def main(model: str, data: Path, img_size: int, epochs: int, batch_size: int, lr
                 rate_start = time.perf_counter()
             elif fit_minutes is not None and run_steps == RATE_STEPS + 1:
                 rate = RATE_STEPS / (time.perf_counter() - rate_start)
-                total = max(step, min(total, int(rate * fit_minutes * 60)))
+                total = max(step, min(total, run_start_step + int(rate * fit_minutes * 60)))
                 bar.total = total
                 click.echo(f"--fit-minutes {fit_minutes:g}: {rate:.1f} steps/s, schedule cut to {total} steps "
                            f"({total / steps_per_epoch:.2f} epochs)", err=True)

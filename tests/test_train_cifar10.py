@@ -99,3 +99,13 @@ def test_an_init_checkpoint_of_another_model_is_a_one_line_error(train, tmp_path
     result = CliRunner().invoke(train, ["--model", "mobilevit_xxs", "--data", str(data), "--cache-dir", str(tmp_path / "c"),
                                         "--init", str(other), "--state", str(tmp_path / "s.pt")])
     assert result.exit_code == 1 and "does not fit mobilevit_xxs" in result.output, result.output
+
+
+def test_fit_minutes_on_a_resumed_run_cuts_what_is_left(train, tmp_path, data):
+    """A resumed run with --fit-minutes times this run's step rate and cuts the remaining schedule to the new time
+    box (a tiny one here: the total becomes where the timing ends), never the steps already done."""
+    run(train, tmp_path, data, "refit", "--epochs", "10", "--max-steps", "2")  # 30 steps in all, stops at 2
+    resumed = run(train, tmp_path, data, "refit", "--epochs", "10", "--fit-minutes", "0.00001")
+    assert "resuming" in resumed.output and "schedule cut to 23 steps" in resumed.output
+    record = json.loads((tmp_path / "refit.json").read_text())["records"][0]
+    assert record["train_steps"] == 23 and record["runs"] == 2
