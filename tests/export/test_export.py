@@ -54,7 +54,7 @@ def test_low_bit_exports_pass_parity(bits, container, tmp_path):
     exported = export_onnx(qmodel, tmp_path / "m.onnx", ExportOptions(weight_container=container))
     model = onnx.load(str(exported.path))
     onnx.checker.check_model(model, full_check=True)
-    assert exported.opset == (21 if container == "int4" else 17)
+    assert exported.opset == (21 if container == "int4" else 20)
     assert any(n.op_type == "Clip" for n in model.graph.node)  # narrow activation grids are clamped
     report = compare(exported.path, export_reference(qmodel), [images(16, seed=7)])
     assert report.agreement >= 99.5
@@ -276,7 +276,10 @@ def test_convs_onnxruntime_runs_in_float_get_float_weights_with_the_same_numbers
     x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(2)).numpy()
     a = run(open_session(floated.path), x)
     b = run(open_session(coded.path), x)
-    np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
+    # float weights are pre-packed, DequantizeLinear outputs are not: the conv kernels may sum in another order, and
+    # one activation code one step off downstream moves a logit by ~1e-3 (seen with 1 torch thread at calibration)
+    np.testing.assert_allclose(a, b, rtol=0, atol=2e-3)
+    assert (a.argmax(1) == b.argmax(1)).all()
     report = check_parity(floated.path, export_reference(qmodel), [torch.from_numpy(x)])
     assert report.agreement == 100.0
 

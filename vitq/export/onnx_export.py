@@ -21,7 +21,10 @@ from vitq.files import atomic_write
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OPSET = 17
+# opset 20 exports GELU as one Gelu node: in the Erf form, a GELU behind a DequantizeLinear (a hybrid's integer conv
+# feeding it) stays unfused, because onnxruntime gives each consumer its own DequantizeLinear copy
+# (docs/deployment.md, "GELU after an integer conv")
+DEFAULT_OPSET = 20
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
