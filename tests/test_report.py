@@ -222,3 +222,23 @@ def test_recon_report_reads_recipe_records_like_config_records(tmp_path):
                                    capture_output=True, text=True, check=True).stdout.splitlines()[2])
     assert rows[0] == rows[1]
     assert "| W4A4 | pfcr | percentile 99.9 (weights: mse) | qdrop-first, reopen 0.2 | 64/90/1, lr 0.1 + model 30" in rows[0]
+
+
+def test_hybrid_speed_rows_take_224px_speed_only_runs_beside_and_without_a_checkpoint():
+    """A 224 px speed-only run fills the high-resolution cell of a model without a 256 px run, and a model with no
+    trained checkpoint (no 64 px run) gets a speed-only row of its own."""
+    from vitq.report.headline import hybrid_speed_rows
+
+    def speed(variant: str, batch: int, speedup: float) -> dict:
+        return {"variant": variant, "batch": batch, "threads": 1, "latency_ms_median": 1.0, "speedup": speedup}
+
+    at_64 = [speed("vitq-int8", 1, 0.9), speed("vitq-int8", 32, 0.6),
+             {"method": "vitq-int8", "model": "m_a", "top1": 80.0, "fp32_top1": 80.2, "agreement": 99.0, "n_images": 10}]
+    at_224 = [speed("vitq-int8", 1, 1.3), speed("vitq-int8", 32, 1.0), speed("ort-quantize-static", 1, 1.2)]
+    results = [("bench_hybrid_integer_m_a.json", {}, at_64), ("bench_speed_integer_m_a_224px.json", {}, at_224),
+               ("bench_speed_integer_m_b_224px.json", {}, at_224)]
+    rows = {r["model"]: r for r in hybrid_speed_rows(results)}
+    assert rows["m_a"]["int8_64"] == "0.90x / 0.60x"
+    assert rows["m_a"]["int8_high"] == "1.30x / 1.00x (224 px; quantize_static 1.20x)"
+    assert rows["m_b (speed only)"]["int8_high"] == rows["m_a"]["int8_high"]
+    assert rows["m_b (speed only)"]["file"] == "`bench_speed_integer_m_b_224px.json`"

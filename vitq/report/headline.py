@@ -43,6 +43,9 @@ DEMO_FILE = "demo_deit_tiny.json"
 HYBRID_PREFIX = "hybrid_cifar10_"
 HYBRID_SPEED_PREFIX = "bench_hybrid_integer_"
 HYBRID_HIGH_RES_SUFFIX = "_256px.json"
+# speed only, at a resolution the model cannot be re-timed at from its CIFAR-10 checkpoint (random weights):
+# bench_speed_integer_<model>_224px.json
+HYBRID_SPEED_ONLY_PREFIX, HYBRID_SPEED_ONLY_SUFFIX = "bench_speed_integer_", "_224px.json"
 HYBRID_METHODS = ("minmax", "easyquant", "fqvit", "ptq4vit", "qhyvit")
 HYBRID_BASELINES = ("easyquant", "fqvit", "ptq4vit")
 HYBRID_GOALS = {"W8A8": 0.5, "W6A6": 2.0}
@@ -196,28 +199,49 @@ def _pair(speedups: dict[tuple[str, int], float], variant: str) -> str | None:
 
 def hybrid_speed_rows(results: Results) -> list[Record]:
     """Per hybrid model, the Q-HyViT W8A8 deployment export (``w8a8-qhyvit-ort``) against fp32 and the peers in the same
-    run: speedups at 64 px (the trained resolution, with accuracy) and at 256 px (speed only, ``..._256px.json``)."""
+    run: speedups at 64 px (the trained resolution, with accuracy) and at 256 px (speed only, ``..._256px.json``), or
+    at 224 px from a speed-only run on random weights (``bench_speed_integer_<model>_224px.json``), which also gives a
+    row of its own to a model with no trained checkpoint."""
     files = dict(files_matching(results, HYBRID_SPEED_PREFIX))
+    speed_only = {file[len(HYBRID_SPEED_ONLY_PREFIX):-len(HYBRID_SPEED_ONLY_SUFFIX)]: records
+                  for file, records in files_matching(results, HYBRID_SPEED_ONLY_PREFIX)
+                  if file.endswith(HYBRID_SPEED_ONLY_SUFFIX)}
     rows = []
     for file, records in files.items():
         if file.endswith(HYBRID_HIGH_RES_SUFFIX):
             continue
         at_64 = _speedups(records)
-        at_256 = _speedups(files.get(file.replace(".json", HYBRID_HIGH_RES_SUFFIX), []))
         acc = {r["method"]: r for r in records if "top1" in r}
         int8 = acc.get("vitq-int8", {})
-        rows.append({"model": labelled_model(int8), "int8_64": _pair(at_64, "vitq-int8"), "int8_256": _pair(at_256, "vitq-int8"),
+        model = file[len(HYBRID_SPEED_PREFIX):-len(".json")]
+        high_res = files.get(file.replace(".json", HYBRID_HIGH_RES_SUFFIX))
+        rows.append({"model": labelled_model(int8), "int8_64": _pair(at_64, "vitq-int8"),
+                     "int8_high": _high_res(high_res, "256") if high_res else _high_res(speed_only.pop(model, None), "224"),
                      "static_64": _pair(at_64, "ort-quantize-static"), "nncf_64": _pair(at_64, "nncf"),
                      "top1": int8.get("top1"), "torch_top1": int8.get("torch_top1"), "fp32_top1": int8.get("fp32_top1"),
                      "agreement": int8.get("agreement"), "n_images": int8.get("n_images"), "file": f"`{file}`"})
+    for model, records in speed_only.items():
+        rows.append({"model": f"{model} (speed only)", "int8_high": _high_res(records, "224"),
+                     "file": f"`{HYBRID_SPEED_ONLY_PREFIX}{model}{HYBRID_SPEED_ONLY_SUFFIX}`"})
     return rows
+
+
+def _high_res(records: list[Record] | None, px: str) -> str | None:
+    """vitq's speedups at 224/256 px with the resolution and, in brackets, quantize_static's and NNCF's."""
+    if not records:
+        return None
+    speedups = _speedups(records)
+    peers = ", ".join(f"{label} {_pair(speedups, v)}" for v, label in (("ort-quantize-static", "quantize_static"), ("nncf", "NNCF"))
+                      if _pair(speedups, v))
+    return f"{_pair(speedups, 'vitq-int8')} ({px} px" + (f"; {peers})" if peers else ")")
 
 
 def hybrid_speed(results: Results) -> str:
     return markdown_table(hybrid_speed_rows(results), [
-        ("model", "W8A8, onnxruntime CPU"), ("int8_64", "vitq 64 px b1 / b32"), ("int8_256", "vitq 256 px b1 / b32"),
-        ("static_64", "quantize_static 64 px"), ("nncf_64", "NNCF 64 px"), ("top1", "top-1 ORT"), ("torch_top1", "torch"),
-        ("fp32_top1", "fp32"), ("agreement", "agree fp32 %"), ("file", "record")])
+        ("model", "W8A8, onnxruntime CPU"), ("int8_64", "vitq 64 px b1 / b32"),
+        ("int8_high", "vitq 224-256 px b1 / b32 (peers)"), ("static_64", "quantize_static 64 px"), ("nncf_64", "NNCF 64 px"),
+        ("top1", "top-1 ORT"), ("torch_top1", "torch"), ("fp32_top1", "fp32"), ("agreement", "agree fp32 %"),
+        ("file", "record")])
 
 
 def hybrids(results: Results) -> str:
