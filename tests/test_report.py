@@ -227,7 +227,7 @@ def test_recon_report_reads_recipe_records_like_config_records(tmp_path):
 def test_hybrid_speed_rows_take_224px_speed_only_runs_beside_and_without_a_checkpoint():
     """A 224 px speed-only run fills the high-resolution cell of a model without a 256 px run, and a model with no
     trained checkpoint (no 64 px run) gets a speed-only row of its own."""
-    from vitq.report.headline import hybrid_speed_rows
+    from vitq.report.headline import hybrid_speed, hybrid_speed_rows
 
     def speed(variant: str, batch: int, speedup: float) -> dict:
         return {"variant": variant, "batch": batch, "threads": 1, "latency_ms_median": 1.0, "speedup": speedup}
@@ -242,3 +242,4 @@ def test_hybrid_speed_rows_take_224px_speed_only_runs_beside_and_without_a_check
     assert rows["m_a"]["int8_high"] == "1.30x / 1.00x (224 px; quantize_static 1.20x)"
     assert rows["m_b (speed only)"]["int8_high"] == rows["m_a"]["int8_high"]
     assert rows["m_b (speed only)"]["file"] == "`bench_speed_integer_m_b_224px.json`"
+    assert "| m_b (speed only) |  | 1.30x / 1.00x (224 px; quantize_static 1.20x) |" in hybrid_speed(results)

@@ -245,7 +245,7 @@ def hybrid_speed(results: Results) -> str:
 
 
 def hybrids(results: Results) -> str:
-    n_images = "/".join(str(n) for n in sorted({r["n_images"] for r in hybrid_speed_rows(results) if r["n_images"]}))
+    n_images = "/".join(str(n) for n in sorted({r["n_images"] for r in hybrid_speed_rows(results) if r.get("n_images")}))
     return (f"{hybrid_summary(hybrid_records(results))}\n\nTop-1 drop vs fp32 in points on all CIFAR-10 test images "
             "(lower is better); the W8A8 / W6A6 goals are 0.5 / 2 points. Records: `hybrid_cifar10_*.json`. Deployment: the "
             "`w8a8-qhyvit-ort` export (integer convs where they pay, per-tensor activations) in onnxruntime, speedup against "
