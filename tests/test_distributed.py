@@ -60,6 +60,15 @@ def load(out: Path, name: str) -> list:
     return [torch.load(out / f"{name}_rank{r}.pt", weights_only=True) for r in range(2)]
 
 
+def untimed(report: object) -> object:
+    """A reconstruction report without its wall-clock ``seconds`` entries, which no two processes share."""
+    if isinstance(report, dict):
+        return {k: untimed(v) for k, v in report.items() if k != "seconds"}
+    if isinstance(report, list):
+        return [untimed(v) for v in report]
+    return report
+
+
 def different(a: dict, b: dict) -> list[str]:
     assert a.keys() == b.keys()
     return [k for k in a if not torch.equal(a[k], b[k])]
@@ -88,7 +97,7 @@ def test_evaluation_tallies_over_two_ranks_equal_one_process(library_run):
 def test_reconstruction_under_two_ranks_ends_identical_on_both_and_as_good_as_one_process(library_run):
     first, second = load(library_run, "recon")
     assert different(first["state"], second["state"]) == []
-    assert first["losses"] == second["losses"]
+    assert untimed(first["losses"]) == untimed(second["losses"])  # wall times differ between ranks
     single = worker.quantized("W4A4", "pfcr", worker.data(), **worker.RECON).recon_losses
     for two, one in zip(first["losses"]["levels"], single["levels"]):
         assert two["level"] == one["level"] and two["units"] == one["units"]
