@@ -22,9 +22,10 @@ from vitq.results import write_results
 def real_image(path: Path, size: int) -> np.ndarray:
     """One image as a (1, 3, size, size) ImageNet-normalised float32 batch (bilinear resize, no crop)."""
     from PIL import Image
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
     rgb = np.asarray(Image.open(path).convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
-    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+    mean, std = np.array(IMAGENET_DEFAULT_MEAN, np.float32), np.array(IMAGENET_DEFAULT_STD, np.float32)
     return ((rgb - mean) / std).transpose(2, 0, 1)[None].copy()
 
 

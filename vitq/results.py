@@ -19,8 +19,9 @@ from typing import Any
 from vitq.files import atomic_write
 
 INTERESTING_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512vnni", "avx_vnni", "amx_int8", "fma", "f16c")
-# recorded where installed (nncf, onnx-neural-compressor: the benchmark's peer variants)
-PACKAGES = ("torch", "timm", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "vitq", "nncf", "onnx-neural-compressor")
+# recorded where installed (nncf, onnx-neural-compressor, onnx-ir: the benchmark's peer variants)
+PACKAGES = ("torch", "timm", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "vitq", "nncf", "onnx-neural-compressor",
+            "onnx-ir")
 
 
 def git_commit() -> str:

@@ -1,6 +1,6 @@
 """The model files a benchmark compares, by name: fp32 (plain and transformer-optimized), onnxruntime's
-``quantize_static``, NNCF's ``quantize``, Intel Neural Compressor's ONNX static quantizer and vitq's QDQ exports
-(built by ``vitq.pipeline.variants``)."""
+``quantize_static`` and weight-only ``MatMulNBits``, NNCF's ``quantize``, Intel Neural Compressor's ONNX static quantizer
+and vitq's QDQ exports (built by ``vitq.pipeline.variants``)."""
 from __future__ import annotations
 
 import importlib.util

@@ -1,6 +1,7 @@
 """Build the model files a benchmark compares from one wrapped model: fp32 (plain and
-transformer-optimized), onnxruntime's ``quantize_static``, NNCF's ``quantize`` and Intel Neural Compressor's
-static quantizer on the same fp32 graph and calibration images, and vitq's QDQ exports (names in ``vitq.bench.variants``).
+transformer-optimized), onnxruntime's ``quantize_static`` and weight-only ``MatMulNBits``, NNCF's ``quantize`` and
+Intel Neural Compressor's static quantizer on the same fp32 graph and calibration images, and vitq's QDQ exports
+(names in ``vitq.bench.variants``).
 
 Every variant comes from the same wrapped model, so all share weights, input size and graph
 structure; only the quantization differs.

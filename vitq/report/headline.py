@@ -231,8 +231,8 @@ def _high_res(records: list[Record] | None, px: str) -> str | None:
     if not records:
         return None
     speedups = _speedups(records)
-    peers = ", ".join(f"{label} {_pair(speedups, v)}" for v, label in (("ort-quantize-static", "quantize_static"), ("nncf", "NNCF"))
-                      if _pair(speedups, v))
+    pairs = ((label, _pair(speedups, v)) for v, label in (("ort-quantize-static", "quantize_static"), ("nncf", "NNCF")))
+    peers = ", ".join(f"{label} {pair}" for label, pair in pairs if pair)
     return f"{_pair(speedups, 'vitq-int8')} ({px} px" + (f"; {peers})" if peers else ")")
 
 
