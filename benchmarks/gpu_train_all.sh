@@ -5,13 +5,14 @@
 # cut to what its measured step rate allows), so the call ends in about MINUTES plus decoding and evaluation.
 # Each run is resumable (state under $STATE_DIR); checkpoints land in $CKPT_DIR, records in benchmarks/results/.
 #
-#   cp ../shared/data/cifar10-*.tar.gz device_data/        # here; device_data/ is git-ignored and carried
+#   cp ../shared/data/cifar10-*.tar.gz ../shared/data/weights/deit_tiny_patch16_224.safetensors device_data/
 #   MINUTES=7 bash benchmarks/gpu_train_all.sh             # on the GPU machine
 #
 # Settings (environment): DATA (folder with the two CIFAR-10 archives, default device_data), DEVICE (cuda),
 # MINUTES (7), BATCH (256), MODELS (all six), CKPT_DIR (assets/cifar10), RESULTS_DIR (benchmarks/results),
-# STATE_DIR (device_data/state), LOG_DIR (device_data/logs), CACHE_DIR (.cache: decoded images), EXTRA (more
-# train_cifar10.py options). On CPU with a tiny MINUTES it checks the whole chain in seconds.
+# STATE_DIR (device_data/state), LOG_DIR (device_data/logs), CACHE_DIR (.cache: decoded images), DEIT_WEIGHTS
+# (the ImageNet DeiT-Tiny weights DeiT is fine-tuned from, default $DATA/deit_tiny_patch16_224.safetensors),
+# EXTRA (more train_cifar10.py options). On CPU with a tiny MINUTES it checks the whole chain in seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-device_data}
@@ -24,11 +25,16 @@ RESULTS_DIR=${RESULTS_DIR:-benchmarks/results}
 STATE_DIR=${STATE_DIR:-device_data/state}
 CACHE_DIR=${CACHE_DIR:-.cache}
 LOG_DIR=${LOG_DIR:-device_data/logs}
+DEIT_WEIGHTS=${DEIT_WEIGHTS:-$DATA/deit_tiny_patch16_224.safetensors}
 EXTRA=${EXTRA:-}
 
 for f in cifar10-train.tar.gz cifar10-test.tar.gz; do
     [ -f "$DATA/$f" ] || { echo "gpu_train_all.sh: $DATA/$f is missing (copy ../shared/data/$f there)" >&2; exit 2; }
 done
+if [[ " $MODELS " == *" deit_tiny_patch16_224 "* ]] && [ ! -f "$DEIT_WEIGHTS" ]; then
+    echo "gpu_train_all.sh: $DEIT_WEIGHTS is missing (copy ../shared/data/weights/deit_tiny_patch16_224.safetensors there)" >&2
+    exit 2
+fi
 mkdir -p "$STATE_DIR" "$LOG_DIR"
 # decode once before the runs start side by side (each would otherwise decode the same 60,000 images)
 python -c "
@@ -37,10 +43,14 @@ for split in ('train', 'test'): decode_split(Path('$DATA') / f'cifar10-{split}.t
 
 pids=()
 for model in $MODELS; do
-    # the plain transformers need more epochs than the hybrids to converge on CIFAR-10 from scratch
-    case $model in swin_*|deit_*|vit_*) epochs=300 ;; *) epochs=150 ;; esac
+    # Swin needs more epochs than the hybrids to converge on CIFAR-10 from scratch; DeiT is fine-tuned
+    case $model in
+        deit_*) schedule="--epochs 30 --lr 5e-4 --transfer $DEIT_WEIGHTS" ;;
+        swin_*) schedule="--epochs 300" ;;
+        *) schedule="--epochs 150" ;;
+    esac
     # shellcheck disable=SC2086
-    python benchmarks/train_cifar10.py --model "$model" --device "$DEVICE" --data "$DATA" --epochs "$epochs" \
+    python benchmarks/train_cifar10.py --model "$model" --device "$DEVICE" --data "$DATA" $schedule \
         --batch-size "$BATCH" --fit-minutes "$MINUTES" --state "$STATE_DIR/$model.pt" --out-dir "$CKPT_DIR" \
         --out "$RESULTS_DIR/train_cifar10_$model.json" --cache-dir "$CACHE_DIR" $EXTRA \
         >"$LOG_DIR/$model.log" 2>&1 &

@@ -9,7 +9,12 @@ run ends bit-identical to an uninterrupted one on the same machine and thread co
 
 ``--init`` starts from a published checkpoint (a longer schedule on top of an earlier one); the record keeps
 the earlier epochs and wall time, so ``epochs_total`` and ``train_seconds_total`` say what the checkpoint
-took in all.
+took in all. ``--transfer`` starts from ImageNet weights of the same timm architecture instead (fine-tuning):
+timm's own checkpoint filter resamples position embeddings to the training grid and the classifier starts
+fresh; the record names the weights in ``transfer``.
+
+    python benchmarks/train_cifar10.py --model deit_tiny_patch16_224 --epochs 8 --lr 5e-4 --threads 1 \\
+        --transfer ../shared/data/weights/deit_tiny_patch16_224.safetensors
 
     python benchmarks/train_cifar10.py --model mobilevit_xxs --epochs 30 --max-minutes 60 --threads 1 \\
         --init assets/cifar10/mobilevit_xxs.safetensors
@@ -23,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +39,7 @@ import numpy as np
 import timm
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from calib.cifar10 import augment, decode_split, model_spec_for, to_input, top1, train_step
@@ -89,6 +95,26 @@ def earlier_training(path: Path) -> dict[str, float]:
     return {"epochs": 0.0, "seconds": 0.0}
 
 
+def transfer_weights(net: torch.nn.Module, path: Path) -> list[str]:
+    """Load ImageNet weights of ``net``'s architecture into it and return the keys left at their fresh init.
+
+    The family's timm ``checkpoint_filter_fn`` adapts what depends on the input size (position embeddings,
+    patch size, attention-bias tables); a tensor whose shape still differs (the classifier) keeps its init.
+    Anything else missing or left over means the weights belong to another architecture: an error.
+    """
+    state = load_file(str(path))
+    adapt = getattr(sys.modules[type(net).__module__], "checkpoint_filter_fn", None)
+    if adapt is not None:
+        state = adapt(state, net)
+    own = net.state_dict()
+    fresh = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
+    missing, unexpected = net.load_state_dict({k: v for k, v in state.items() if k not in fresh}, strict=False)
+    if unexpected or sorted(missing) != fresh:
+        raise VitqError(f"--transfer {path}: not weights of {type(net).__name__} (missing "
+                        f"{sorted(set(missing) - set(fresh))[:3]}, unexpected {unexpected[:3]})")
+    return fresh
+
+
 def save_state(path: Path, key: str, net: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
                step: int, total: int, perm: torch.Tensor, seconds: float, runs: int) -> None:
     state = {"key": key, "model": net.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
@@ -124,6 +150,9 @@ def display_path(path: Path) -> str:
 @click.option("--label-smoothing", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="Cross-entropy label smoothing.")
 @click.option("--init", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Start from this checkpoint (.safetensors of the same model spec) instead of random init.")
+@click.option("--transfer", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Fine-tune from ImageNet weights of the same timm architecture (.safetensors, timm key names): "
+              "position embeddings resampled to --img-size, classifier re-initialised.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds initialisation, shuffling and augmentation.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads (default: torch's choice).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Where to train.")
@@ -150,7 +179,8 @@ def display_path(path: Path) -> str:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Results file (JSON); default: benchmarks/results/train_cifar10_<model>.json.")
 def main(model: str, data: Path, img_size: int, epochs: int, batch_size: int, lr: float, weight_decay: float,
-         warmup_epochs: float, label_smoothing: float, init: Path | None, seed: int, threads: int | None, device: str,
+         warmup_epochs: float, label_smoothing: float, init: Path | None, transfer: Path | None, seed: int, threads: int | None,
+         device: str,
          channels_last: bool, max_minutes: float | None, max_steps: int | None, fit_minutes: float | None, save_every: float,
          state_path: Path | None, fresh: bool, out_dir: Path, cache_dir: Path, out: Path | None) -> None:
     """Train a model on upsampled CIFAR-10 (resumably); when the schedule ends, write its checkpoint and test top-1."""
@@ -159,8 +189,11 @@ def main(model: str, data: Path, img_size: int, epochs: int, batch_size: int, lr
         torch.set_num_threads(threads)
     if device == "cuda" and not torch.cuda.is_available():
         raise click.ClickException("--device cuda: torch sees no CUDA device")
+    if init and transfer:
+        raise click.ClickException("use either --init or --transfer, not both")
+    start_weights = init or transfer
     schedule = Schedule(model_spec_for(model, img_size), epochs, batch_size, lr, weight_decay, warmup_epochs,
-                        label_smoothing, seed, file_sha256(init) if init else None)
+                        label_smoothing, seed, file_sha256(start_weights) if start_weights else None)
     key = schedule.key()
     state_path = state_path or STATE_DIR / f"{model}-{key}.pt"
 
@@ -168,6 +201,8 @@ def main(model: str, data: Path, img_size: int, epochs: int, batch_size: int, lr
     gen = torch.Generator().manual_seed(seed)
     try:  # an unknown model, or an --init checkpoint that does not fit it, is one line
         net = create_float_model(model, checkpoint=init, spec=schedule.spec)
+        if transfer:
+            click.echo(f"--transfer: {', '.join(transfer_weights(net, transfer))} start fresh", err=True)
     except VitqError as e:
         raise click.ClickException(str(e)) from None
     net.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
@@ -266,7 +301,8 @@ def publish(net: torch.nn.Module, model: str, schedule: Schedule, init: Path | N
         "params_m": round(sum(p.numel() for p in net.parameters()) / 1e6, 3),
         "under_trained": acc < UNDER_TRAINED_BELOW, "epochs_completed": round(epochs, 2), "train_steps": run["steps"],
         "runs": run["runs"], "images_per_s": round(run["steps"] * schedule.batch_size / run["seconds"], 1),
-        "init": display_path(init) if init else None, "epochs_total": training["epochs"],
+        "init": display_path(init) if init else None,
+        "transfer": display_path(options["transfer"]) if options["transfer"] else None, "epochs_total": training["epochs"],
         "train_seconds_total": training["seconds"], "checkpoint": display_path(ckpt),
         "config": {**options, **schedule.spec["data_config"], "spec": schedule.spec},
     }

@@ -24,12 +24,13 @@ from calib.datasets import ImageDataset, scan_cifar_archive
 NUM_CLASSES = 10
 
 # Configurations for families whose timm defaults are sized for 224 px ImageNet: scaled to 64 px with the
-# family's structure intact (Swin: window attention, shifted windows and patch merging over four stages;
-# ViT: a plain pre-norm encoder on 8x8 patches, 64 tokens plus the class token).
+# family's structure intact (Swin: window attention, shifted windows and patch merging over four stages).
+# DeiT-Tiny keeps its whole ImageNet architecture at 64 px (16x16 patches: 16 tokens plus the class token), so
+# it can be fine-tuned from the ImageNet weights (``train_cifar10.py --transfer``); the position embeddings
+# are resampled to the 4x4 grid.
 SCALED_CONFIGS: dict[str, dict[str, Any]] = {
     "swin_tiny_patch4_window7_224": {"patch_size": 4, "window_size": 4, "embed_dim": 48, "depths": [2, 2, 2, 2],
                                      "num_heads": [2, 4, 8, 16]},
-    "deit_tiny_patch16_224": {"patch_size": 8, "depth": 6},
 }
 
 

@@ -7,12 +7,14 @@ import os
 import subprocess
 
 import pytest
+import timm
 import torch
 from click.testing import CliRunner
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from tests.fake_data import write_cifar_archive
 from tests.test_benchmark_scripts import BENCHMARKS, load_script
+from vitq.errors import VitqError
 from vitq.models.loading import create_float_model
 
 
@@ -72,6 +74,8 @@ def test_gpu_script_trains_every_listed_model_and_publishes_within_its_time_box(
     """benchmarks/gpu_train_all.sh on the CPU with a time box so small that --fit-minutes cuts each schedule to
     its timing steps: every model publishes a checkpoint that vitq loads, and a record."""
     models = ("mobilevit_xxs", "deit_tiny_patch16_224")
+    imagenet = timm.create_model("deit_tiny_patch16_224")  # what DeiT is fine-tuned from
+    save_file({k: v.contiguous() for k, v in imagenet.state_dict().items()}, str(data / "deit_tiny_patch16_224.safetensors"))
     env = {**os.environ, "DATA": str(data), "DEVICE": "cpu", "MINUTES": "0.0001", "BATCH": "16",
            "MODELS": " ".join(models), "CKPT_DIR": str(tmp_path / "ckpt"), "RESULTS_DIR": str(tmp_path / "results"),
            "STATE_DIR": str(tmp_path / "state"), "LOG_DIR": str(tmp_path / "logs"), "CACHE_DIR": str(tmp_path / "cache"),
@@ -84,6 +88,7 @@ def test_gpu_script_trains_every_listed_model_and_publishes_within_its_time_box(
         assert "--fit-minutes 0.0001" in log and "schedule cut to" in log
         record = json.loads((tmp_path / "results" / f"train_cifar10_{name}.json").read_text())["records"][0]
         assert record["train_steps"] == 21 and record["device"] == "cpu"
+        assert (record["transfer"] is not None) == name.startswith("deit")
         create_float_model(name, checkpoint=tmp_path / "ckpt" / f"{name}.safetensors")
     assert not list((tmp_path / "state").iterdir())  # finished runs leave no state behind
 
@@ -92,6 +97,12 @@ def test_gpu_script_names_a_missing_archive(tmp_path):
     result = subprocess.run(["bash", str(BENCHMARKS / "gpu_train_all.sh")], env={**os.environ, "DATA": str(tmp_path)},
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "cifar10-train.tar.gz is missing" in result.stderr
+
+
+def test_gpu_script_names_missing_deit_weights(tmp_path, data):
+    result = subprocess.run(["bash", str(BENCHMARKS / "gpu_train_all.sh")], env={**os.environ, "DATA": str(data)},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "deit_tiny_patch16_224.safetensors is missing" in result.stderr
 
 
 def test_an_init_checkpoint_of_another_model_is_a_one_line_error(train, tmp_path, data, cifar_checkpoint):
@@ -109,3 +120,27 @@ def test_fit_minutes_on_a_resumed_run_cuts_what_is_left(train, tmp_path, data):
     assert "resuming" in resumed.output and "schedule cut to 23 steps" in resumed.output
     record = json.loads((tmp_path / "refit.json").read_text())["records"][0]
     assert record["train_steps"] == 23 and record["runs"] == 2
+
+
+@pytest.fixture(scope="module")
+def transfer_weights():
+    return load_script(BENCHMARKS / "train_cifar10.py").transfer_weights
+
+
+def test_transfer_loads_imagenet_weights_with_resampled_position_embeddings(transfer_weights, tmp_path):
+    """ImageNet-shaped DeiT weights (224 px, 1000 classes) go into the 64 px CIFAR model: every block weight as
+    stored, the 14x14 position table resampled to 4x4, only the classifier left at its fresh init."""
+    imagenet = timm.create_model("deit_tiny_patch16_224", depth=2)
+    save_file({k: v.contiguous() for k, v in imagenet.state_dict().items()}, str(tmp_path / "in1k.safetensors"))
+    net = timm.create_model("deit_tiny_patch16_224", depth=2, img_size=64, num_classes=10)
+    assert transfer_weights(net, tmp_path / "in1k.safetensors") == ["head.bias", "head.weight"]
+    assert torch.equal(net.blocks[1].mlp.fc2.weight, imagenet.blocks[1].mlp.fc2.weight)
+    assert net.pos_embed.shape == (1, 17, 192) and torch.equal(net.pos_embed[:, 0], imagenet.pos_embed[:, 0])
+
+
+def test_transfer_weights_of_another_architecture_is_an_error(transfer_weights, tmp_path):
+    other = timm.create_model("deit_tiny_patch16_224", depth=3)
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(tmp_path / "deeper.safetensors"))
+    net = timm.create_model("deit_tiny_patch16_224", depth=2, img_size=64, num_classes=10)
+    with pytest.raises(VitqError, match="not weights of VisionTransformer"):
+        transfer_weights(net, tmp_path / "deeper.safetensors")
