@@ -1,11 +1,14 @@
 """The engine on a tiny random DeiT: lower unit error, hard 0/1 rounding, determinism, errors."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from vitq.calibration import quantization_disabled
 from vitq.errors import VitqError
 from vitq.methods import get_method, method_names
 from vitq.models.families import partition_for
@@ -13,6 +16,7 @@ from vitq.models.units import activation_after
 from vitq.quant.config import QuantConfig
 from vitq.recipe import make_recipe
 from vitq.recon.config import ReconConfig
+from vitq.recon.curvature import KL_TEMPERATURE, LowRankFisher
 from vitq.recon.engine import Reconstructor, check_plan, reconstruct
 from vitq.recon.rounding import LearnedRoundingQuantizer
 
@@ -158,6 +162,60 @@ def test_fisher_loss_reconstructs_and_is_refused_where_undefined(images):
     headless = dataclasses.replace(partition_for(qmodel, NAME), head=None)  # as the hybrid families' partitions are
     with pytest.raises(VitqError, match="needs the partition's classifier head.*families that take it: swin, vit"):
         check_plan(qmodel, headless, "pfcr", schedule("pfcr"), ReconConfig(loss="fisher"))
+
+
+def test_low_rank_fisher_matches_its_definition_and_grows_one_rank_per_refresh():
+    """fisher_dplr on a toy tail (a linear head on the flattened output): the gradient rows are the mean |dKL/dz|,
+    the rank-1 low-rank part is (g . |e|)^2 / |d|^2, and each part starts at 1 after a refresh."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(6, 4)
+    y = torch.randn(10, 2, 3)
+    out_q = y + 0.1 * torch.randn_like(y)
+    tail = lambda z: head(z.flatten(1))  # noqa: E731
+    with torch.no_grad():
+        logits = tail(y)
+    fisher = LowRankFisher(tail, logits, rank=2, iters=10, batch_size=4, device="cpu")
+    assert fisher.due(0) and not fisher.due(3) and fisher.due(5)
+    fisher.refresh(out_q, y, contextlib.nullcontext)
+    z = out_q.clone().requires_grad_(True)
+    kl = F.kl_div(F.log_softmax(tail(z) / KL_TEMPERATURE, -1), F.log_softmax(logits / KL_TEMPERATURE, -1),
+                  log_target=True, reduction="sum")
+    (grad,) = torch.autograd.grad(kl, z)
+    g, d = grad.abs().flatten(1).mean(0), (out_q - y).abs().flatten(1).mean(0)
+    torch.testing.assert_close(fisher.grads[0], g)
+    out = y[:3] + 0.2
+    e = (out - y[:3]).abs().flatten(1)
+    assert float(fisher.error(out, y[:3])) == pytest.approx(2.0)  # both parts at their reference value
+    torch.testing.assert_close(fisher.scale, (((e @ g) ** 2 / d.dot(d)).mean(), (e.pow(2) * g).mean()))
+    assert float(fisher.error(2 * out - y[:3], y[:3])) == pytest.approx(8.0, rel=1e-5)  # twice the error: each part x4
+    fisher.refresh(out_q * 1.1, y, contextlib.nullcontext)
+    assert len(fisher.grads) == 2 and fisher.inverse.shape == (2, 2) and not fisher.due(5)
+
+
+@pytest.mark.parametrize("method", ["pfcr", "brecq"])
+def test_fisher_dplr_loss_brings_the_prediction_closer_to_float(method, images):
+    """The DPLR objective weighs what reaches the logits, not the relative MSE the report shows: judged by the
+    KL of the quantized model's prediction to the float one, which reconstruction must lower."""
+    qmodel = tiny_wrapped(MSE_W3A4, images, head_gain=4.0)
+
+    def kl() -> float:
+        with torch.no_grad():
+            with quantization_disabled(qmodel):
+                fp = qmodel(images)
+            return float(F.kl_div(F.log_softmax(qmodel(images), -1), F.log_softmax(fp, -1), log_target=True,
+                                  reduction="batchmean"))
+
+    before = kl()
+    report = recon(qmodel, method, images, ReconConfig(samples=16, iters=30, batch_size=8, lr_rounding=5e-2,
+                                                       loss="fisher_dplr"))
+    assert report.losses and kl() < 0.8 * before
+
+
+def test_fisher_dplr_is_refused_for_layers_and_needs_a_rank(images):
+    with pytest.raises(VitqError, match="loss 'fisher_dplr'.*layers"):
+        run("adaround", images, ReconConfig(iters=1, loss="fisher_dplr"))
+    with pytest.raises(VitqError, match="fisher_rank must be positive"):
+        ReconConfig(fisher_rank=0)
 
 
 def test_model_level_fits_logits_with_activation_steps_only(images):

@@ -55,8 +55,10 @@ ANNEAL_MODES = ("level", "global")
 # What a unit's output error is weighted by: ``mse`` = every element alike; ``fisher`` = each element by
 # the squared gradient of the float model's classification loss w.r.t. it (BRECQ's diagonal Fisher),
 # so errors that reach the prediction (e.g. the class token late in a ViT) count more; ``fisher_mean`` =
-# those weights averaged over the samples (per token and channel), so no sample's weight collapses to ~0
-LOSSES = ("mse", "fisher", "fisher_mean")
+# those weights averaged over the samples (per token and channel), so no sample's weight collapses to ~0;
+# ``fisher_dplr`` = FIMA-Q's diagonal-plus-low-rank Fisher of the KL between the float prediction and the one
+# made from the quantized unit's output (``vitq.recon.curvature``), ``fisher_rank`` refreshes per unit
+LOSSES = ("mse", "fisher", "fisher_mean", "fisher_dplr")
 
 
 @dataclass(frozen=True)
@@ -90,8 +92,11 @@ class ReconConfig:
         reopen: at the start of every level after the first, move each soft rounding decided by the
             previous level back to ``h = margin`` (or ``1 - margin``) so the coarser level can still
             revise it (``LearnedRoundingQuantizer.reopen``); 0 keeps previous decisions frozen.
-        loss: ``mse``, ``fisher`` or ``fisher_mean`` (``LOSSES``): how the unit's output error is weighted;
-            the Fisher losses need a partition with a classifier head (``Partition.head``) and units on the residual stream.
+        loss: ``mse``, ``fisher``, ``fisher_mean`` or ``fisher_dplr`` (``LOSSES``): how the unit's output error is
+            weighted; the Fisher losses need a partition with a classifier head (``Partition.head``) and units on
+            the residual stream.
+        fisher_rank: with ``loss="fisher_dplr"``, how many times per unit (evenly over its iterations) the
+            curvature is refreshed from the current quantized output, each adding one rank.
         units: restrict reconstruction to these unit names (``None`` = all); others only propagate.
         per_channel_activations: let Q-HyViT's layout search pick per-channel activation scales
             (more accurate; onnxruntime runs those layers in float, see docs/deployment.md). ``False``
@@ -116,6 +121,7 @@ class ReconConfig:
     anneal: str = "level"
     reopen: float = 0.0
     loss: str = "mse"
+    fisher_rank: int = 2
     units: tuple[str, ...] | None = None
     per_channel_activations: bool = True
     seed: int = 0
@@ -125,8 +131,8 @@ class ReconConfig:
             raise VitqError(f"unknown POS variant {self.pos!r}; choose one of: {', '.join(POS_VARIANTS)}")
         if self.coarsest < 1 or self.coarsest & (self.coarsest - 1):
             raise VitqError(f"coarsest level must be a power of two >= 1 blocks, got {self.coarsest}")
-        if min(self.samples, self.iters, self.batch_size) < 1 or self.model_iters < 0:
-            raise VitqError("samples, iters and batch_size must be positive and model_iters >= 0")
+        if min(self.samples, self.iters, self.batch_size, self.fisher_rank) < 1 or self.model_iters < 0:
+            raise VitqError("samples, iters, batch_size and fisher_rank must be positive and model_iters >= 0")
         if not 0.0 <= self.warmup < 1.0:
             raise VitqError(f"warmup must be in [0, 1), got {self.warmup}")
         if not 0.0 <= self.reopen < 0.5:

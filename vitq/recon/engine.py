@@ -9,7 +9,8 @@ every block and the classifier head as one unit against the float logits, by KL 
 coarsest granularity there is, where only errors that change the prediction count. Layer-wise units live inside a block
 "carrier": their caches are captured with hooks while the carrier runs. With ``loss="fisher"`` each
 squared error is weighted by the float model's squared output gradient (``Reconstructor.output_fisher``;
-``fisher_mean`` averages those weights over the samples).
+``fisher_mean`` averages those weights over the samples); ``fisher_dplr`` is FIMA-Q's diagonal-plus-low-rank
+Fisher of the KL from the quantized unit's output (``vitq.recon.curvature``).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from vitq.quant.modules import QuantConv2d, QuantLinear
 from vitq.quant.quantizer import UniformQuantizer
 from vitq.recon.cache import capture_input, capture_io, make_samples, run_batched
 from vitq.recon.config import ReconConfig, Stage
+from vitq.recon.curvature import LowRankFisher
 from vitq.recon.layouts import select_layouts
 from vitq.recon.resume import Position, ResumeFile, run_key
 from vitq.recon.rounding import LearnedRoundingQuantizer, attach_learned_rounding
@@ -196,8 +198,9 @@ class Reconstructor:
 
     # -- one optimization problem -------------------------------------------------------------
     def optimize(self, target: _Target, x_fp: torch.Tensor, x_q: torch.Tensor, y: torch.Tensor, bar: tqdm,
-                 weights: torch.Tensor | None = None) -> dict:
-        """Fit ``target`` so that it maps ``x_q`` to ``y``; ``weights`` (like ``y``) weight each squared error.
+                 weights: torch.Tensor | None = None, curvature: LowRankFisher | None = None) -> dict:
+        """Fit ``target`` so that it maps ``x_q`` to ``y``; ``weights`` (like ``y``) weight each squared error,
+        or ``curvature`` replaces the error (refreshed as it asks; the reported before/after stay relative MSE).
         A logits target learns no weight rounding (see ``fit_logits``)."""
         layouts = {}
         if self.schedule.select_layouts:
@@ -218,10 +221,15 @@ class Reconstructor:
             n_iters = max(1, round(stage.fraction * self.iters))
             opt = self._stage_optimizer(stage, rounders, acts, biases)
             for _ in range(n_iters):
+                if curvature is not None and curvature.due(step):
+                    with torch.no_grad():
+                        out_q = run_batched(target.forward, x_q, 4 * self.cfg.batch_size, self.device)
+                    curvature.refresh(out_q, y, lambda: quantization_disabled(self.model))
                 idx = torch.randint(len(x_q), (self.batch,), generator=self.gen)
                 xb = self._mix(x_q[idx], x_fp[idx], stage.qdrop).to(self.device)
                 wb = None if weights is None else weights[idx].to(self.device)
-                rec = target.error(target.forward(xb), y[idx].to(self.device), wb) / y_norm
+                out, yb = target.forward(xb), y[idx].to(self.device)
+                rec = curvature.error(out, yb) if curvature is not None else target.error(out, yb, wb) / y_norm
                 loss = rec
                 beta = self.regularizer_beta(step)
                 if stage.weights and beta is not None:
@@ -281,6 +289,22 @@ class Reconstructor:
         out = run_batched(target.forward, x_q, 4 * self.cfg.batch_size, self.device)
         return distributed.mean_over_ranks(float(target.error(out, y, weights)), len(y))
 
+    def tail(self, rest: list[Unit]) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The rest of the model after a unit: the ``rest`` of the units, then the classifier head."""
+        def forward(h: torch.Tensor) -> torch.Tensor:
+            for unit in rest:
+                h = unit(h)
+            return self.partition.head(self.model, h)
+        return forward
+
+    def low_rank_fisher(self, rest: list[Unit], y: torch.Tensor) -> LowRankFisher:
+        """The ``fisher_dplr`` objective of a unit whose float output is ``y`` (the float logits it needs are
+        computed here, once)."""
+        tail = self.tail(rest)
+        with quantization_disabled(self.model):
+            logits = run_batched(tail, y, 4 * self.cfg.batch_size, self.device)
+        return LowRankFisher(tail, logits, self.cfg.fisher_rank, self.iters, 4 * self.cfg.batch_size, self.device)
+
     def output_fisher(self, rest: list[Unit], y: torch.Tensor) -> torch.Tensor:
         """Per-element weights for a unit whose float output is ``y``: the squared gradient of the float
         model's cross-entropy against its own prediction, taken through the ``rest`` of the units and the
@@ -289,13 +313,11 @@ class Reconstructor:
         block) get weight ~0; the weights live in CPU memory like the other caches."""
         grads = []
         batch = 4 * self.cfg.batch_size
+        tail = self.tail(rest)
         with quantization_disabled(self.model), torch.enable_grad():
             for i in range(0, len(y), batch):
                 z = y[i:i + batch].to(self.device).requires_grad_(True)
-                h = z
-                for unit in rest:
-                    h = unit(h)
-                logits = self.partition.head(self.model, h)
+                logits = tail(z)
                 loss = F.cross_entropy(logits, logits.detach().argmax(-1), reduction="sum")
                 (grad,) = torch.autograd.grad(loss, z)
                 grads.append(grad.pow(2).cpu())
@@ -361,8 +383,11 @@ class Reconstructor:
                         losses.append({"level": level, **self.optimize(_Target(name, forward, [layer]), lx_fp, lx_q, ly, bar)})
             elif self.selected(unit.name):
                 bar.set_description(f"{level} {unit.name}")
-                weights = self.output_fisher(carriers[index + 1:], y_fp) if self.cfg.loss != "mse" else None
-                losses.append({"level": level, **self.optimize(_Target(unit.name, unit, unit.modules()), x_fp, x_q, y_fp, bar, weights)})
+                rest = carriers[index + 1:]
+                weights = self.output_fisher(rest, y_fp) if self.cfg.loss in ("fisher", "fisher_mean") else None
+                curvature = self.low_rank_fisher(rest, y_fp) if self.cfg.loss == "fisher_dplr" else None
+                target = _Target(unit.name, unit, unit.modules())
+                losses.append({"level": level, **self.optimize(target, x_fp, x_q, y_fp, bar, weights, curvature)})
             x_q = run_batched(unit, x_q, 4 * self.cfg.batch_size, self.device)
             x_fp = y_fp
             unit_done(index + 1)

@@ -1,0 +1,80 @@
+"""Second-order output weighting for a residual-stream unit: FIMA-Q's diagonal-plus-low-rank Fisher (``fisher_dplr``).
+
+A unit's output error matters as far as it changes the prediction. The diagonal Fisher of ``loss="fisher"`` is
+taken at the float model, where the gradient of any divergence from the float prediction is zero, so it uses
+pseudo-labels instead. FIMA-Q (CVPR 2025) takes the gradient where it is not zero: of the KL divergence between
+the float prediction and the prediction made from the *quantized* unit output, pushed through the float rest of
+the model and the classifier head (both at temperature ``KL_TEMPERATURE``). With ``g`` the mean absolute
+gradient over the samples and ``d`` the mean absolute output error at that moment, the quadratic form is
+approximated by
+
+* a diagonal part: ``mean(e^2 * g)`` over the elements of the error ``e``, and
+* a low-rank part built from ``rank`` such pairs (refreshed evenly over the unit's iterations, as the rounding
+  moves): with ``G`` (rank x N) the gradients and ``D`` the errors, ``a = G |e|`` per sample and
+  ``a^T (D D^T)^-1 a``, which for rank 1 is the squared first-order term ``(g . |e|)^2 / |d|^2``.
+
+Each part is divided by its own value at the last refresh, so the two weigh alike whatever their scale
+(FIMA-Q's ``p1 = p2 = 2``; the factors are 1 here, which only rescales the loss against the rounding term by a
+constant the relative MSE also has). Used by PFCR at every block level and by BRECQ, so the two compare with the
+same loss.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from vitq import distributed
+
+KL_TEMPERATURE = 20.0  # FIMA-Q's default: softened logits, so every class's shift, not only the top one, counts
+
+
+class LowRankFisher:
+    """The ``fisher_dplr`` objective of one unit: refreshed ``rank`` times during its optimization."""
+
+    def __init__(self, tail: Callable[[torch.Tensor], torch.Tensor], logits_fp: torch.Tensor, rank: int, iters: int,
+                 batch_size: int, device: str) -> None:
+        self.tail, self.logits_fp, self.rank, self.device = tail, logits_fp, rank, device
+        self.every, self.batch_size = max(1, iters // rank), batch_size
+        self.grads: list[torch.Tensor] = []  # rank rows of mean |gradient|, flattened unit output
+        self.errors: list[torch.Tensor] = []  # the mean |output error| at each refresh
+        self.inverse = torch.empty(0)
+        self.scale: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def due(self, step: int) -> bool:
+        """Whether the curvature is refreshed before optimization step ``step`` of the unit."""
+        return step % self.every == 0 and len(self.grads) < self.rank
+
+    def refresh(self, out_q: torch.Tensor, y: torch.Tensor, tail_mode: Callable) -> None:
+        """Add one rank from the unit's current quantized outputs ``out_q`` for all samples (float target ``y``);
+        ``tail_mode`` is the context that runs the tail in float."""
+        grad = torch.zeros(out_q[0].numel())
+        with tail_mode(), torch.enable_grad():
+            for i in range(0, len(out_q), self.batch_size):
+                z = out_q[i:i + self.batch_size].to(self.device).requires_grad_(True)
+                log_q = F.log_softmax(self.tail(z) / KL_TEMPERATURE, -1)
+                log_fp = F.log_softmax(self.logits_fp[i:i + self.batch_size].to(self.device) / KL_TEMPERATURE, -1)
+                loss = F.kl_div(log_q, log_fp, log_target=True, reduction="sum")
+                (g,) = torch.autograd.grad(loss, z)
+                grad += g.abs().sum(0).flatten().cpu()
+        n = distributed.sum_over_ranks(len(out_q))[0]  # under torchrun: the mean over every rank's samples
+        self.grads.append(distributed.summed(grad) / n)
+        self.errors.append(distributed.summed((out_q - y).abs().flatten(1).sum(0)) / n)
+        d = torch.stack(self.errors)
+        self.inverse = torch.linalg.pinv(d @ d.T)
+        self.scale = None  # the next error() sets each part's reference value
+
+    def error(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The weighted error of a batch: low-rank part plus diagonal part, each relative to its value at the
+        first batch after the last refresh."""
+        g = torch.stack(self.grads).to(out.device)
+        e = (out - y).abs().flatten(1)
+        a = e @ g.T
+        low = ((a @ self.inverse.to(out.device)) * a).sum(1).mean()
+        diag = (e.pow(2) * g.mean(0)).mean()
+        if self.scale is None:  # one reference for every rank, so the ranks optimize the same objective
+            n = len(out)
+            self.scale = tuple(torch.tensor(distributed.mean_over_ranks(float(v.detach()), n)).clamp_min(1e-30)
+                               for v in (low, diag))
+        return low / self.scale[0] + diag / self.scale[1]
