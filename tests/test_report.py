@@ -203,6 +203,21 @@ def test_hybrid_summary_script_prints_the_report_table():
     assert out.startswith("# Q-HyViT on hybrid ViTs") and hybrid_summary(hybrid_records(load_results())) in out
 
 
+def test_hybrid_records_keep_the_newest_measurement_of_a_method():
+    """A method re-run after its defaults changed (its own file) replaces that method's row of the older table,
+    whatever the file names' order; the other methods stay."""
+    from vitq.report.headline import hybrid_records
+
+    def rec(method: str, drop: float) -> dict:
+        return {"model": "m", "bits": "W8A8", "method": method, "drop": drop}
+
+    table = ("hybrid_cifar10_m_z.json", {"timestamp": "2026-12-01T10:00:00+0000"}, [rec("minmax", 3.0), rec("qhyvit", 0.6)])
+    rerun = ("hybrid_cifar10_m_a.json", {"timestamp": "2026-12-07T10:00:00+0000"}, [rec("qhyvit", 0.2)])
+    other = ("bench_m.json", {"timestamp": "2026-12-08T10:00:00+0000"}, [rec("qhyvit", 9.0)])
+    drops = {r["method"]: r["drop"] for r in hybrid_records([rerun, table, other])}
+    assert drops == {"minmax": 3.0, "qhyvit": 0.2}
+
+
 def test_recon_report_reads_recipe_records_like_config_records(tmp_path):
     """A record carrying ``recipe`` renders the same row as its ``config`` + top-level ``recon`` twin."""
     from vitq.recipe import make_recipe

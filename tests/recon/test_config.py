@@ -36,10 +36,15 @@ def test_bad_stage():
         Stage(activations="sometimes")
 
 
-def test_every_named_preset_builds_and_the_ort_preset_runs_integer_kernels():
+def test_every_named_preset_builds_and_qhyvit_runs_integer_kernels_above_4_bits():
     from vitq.recipe import RECIPE_PRESETS, preset_recipe
 
     recipes = {name: preset_recipe(name) for name in RECIPE_PRESETS}
-    ort = recipes["w8a8-qhyvit-ort"]
-    assert ort.format.conv_layout == "integer" and not ort.recon.per_channel_activations
-    assert recipes["w8a8-qhyvit"].format.conv_layout == "inputs"  # the paper's comparison quantizes every conv input
+    for name in ("w8a8-qhyvit-ort", "w8a8-qhyvit", "w6a6-qhyvit"):
+        assert recipes[name].format.conv_layout == "integer" and not recipes[name].recon.per_channel_activations, name
+    assert "integer-kernel layout" in recipes["w6a6-qhyvit"].derived["recon.per_channel_activations"]
+    low = recipes["w4a4-qhyvit"]  # 4 bits: per-channel activations keep the model (15.83 vs 3.41 points lost)
+    assert low.format.conv_layout == "inputs" and low.recon.per_channel_activations
+    pinned = preset_recipe("w8a8-qhyvit", settings={"per_channel_activations": True, "conv_layout": "inputs"})
+    assert pinned.recon.per_channel_activations and pinned.format.conv_layout == "inputs"
+    assert "recon.per_channel_activations" not in pinned.derived
