@@ -66,6 +66,7 @@ class AccuracyRun:
             "drop": round(self.fp32.top1 - self.quantized.top1, 3),
             "agreement": round(self.quantized.agreement, 3),
             "kl": round(self.quantized.kl, 5),
+            "runtime": "torch",  # fake-quant in torch; exported-model accuracy comes from onnxruntime (vitq bench)
             "device": self.device,
             "seconds": round(self.seconds, 1),
             "float_layers": self.float_layers,
