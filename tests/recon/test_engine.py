@@ -166,7 +166,7 @@ def test_fisher_loss_reconstructs_and_is_refused_where_undefined(images):
 
 def test_low_rank_fisher_matches_its_definition_and_grows_one_rank_per_refresh():
     """fisher_dplr on a toy tail (a linear head on the flattened output): the gradient rows are the mean |dKL/dz|,
-    the rank-1 low-rank part is (g . |e|)^2 / |d|^2, and each part starts at 1 after a refresh."""
+    the rank-1 low-rank part is (g . |e|)^2 / |d|^2, and after a refresh the loss starts at the relative MSE."""
     torch.manual_seed(0)
     head = torch.nn.Linear(6, 4)
     y = torch.randn(10, 2, 3)
@@ -185,9 +185,10 @@ def test_low_rank_fisher_matches_its_definition_and_grows_one_rank_per_refresh()
     torch.testing.assert_close(fisher.grads[0], g)
     out = y[:3] + 0.2
     e = (out - y[:3]).abs().flatten(1)
-    assert float(fisher.error(out, y[:3])) == pytest.approx(2.0)  # both parts at their reference value
-    torch.testing.assert_close(fisher.scale, (((e @ g) ** 2 / d.dot(d)).mean(), (e.pow(2) * g).mean()))
-    assert float(fisher.error(2 * out - y[:3], y[:3])) == pytest.approx(8.0, rel=1e-5)  # twice the error: each part x4
+    relative = e.pow(2).mean() / y[:3].pow(2).mean()
+    assert float(fisher.error(out, y[:3])) == pytest.approx(float(relative))  # both parts at their reference value
+    torch.testing.assert_close(fisher.scale, (((e @ g) ** 2 / d.dot(d)).mean(), (e.pow(2) * g).mean(), relative))
+    assert float(fisher.error(2 * out - y[:3], y[:3])) == pytest.approx(4 * float(relative), rel=1e-5)  # 2x error: x4
     fisher.refresh(out_q * 1.1, y, contextlib.nullcontext)
     assert len(fisher.grads) == 2 and fisher.inverse.shape == (2, 2) and not fisher.due(5)
 

@@ -13,9 +13,10 @@ approximated by
   moves): with ``G`` (rank x N) the gradients and ``D`` the errors, ``a = G |e|`` per sample and
   ``a^T (D D^T)^-1 a``, which for rank 1 is the squared first-order term ``(g . |e|)^2 / |d|^2``.
 
-Each part is divided by its own value at the last refresh, so the two weigh alike whatever their scale
-(FIMA-Q's ``p1 = p2 = 2``; the factors are 1 here, which only rescales the loss against the rounding term by a
-constant the relative MSE also has). Used by PFCR at every block level and by BRECQ, so the two compare with the
+Each part is divided by its own value on the first batch after a refresh, so the two weigh alike whatever their
+scale (FIMA-Q's ``p1 = p2``), and their mean is scaled to that batch's relative MSE: the objective changes which
+errors count, not how much the reconstruction weighs against the rounding regularizer, so ``round_weight`` means
+what it means with ``loss="mse"``. Used by PFCR at every block level and by BRECQ, so the two compare with the
 same loss.
 """
 from __future__ import annotations
@@ -40,7 +41,7 @@ class LowRankFisher:
         self.grads: list[torch.Tensor] = []  # rank rows of mean |gradient|, flattened unit output
         self.errors: list[torch.Tensor] = []  # the mean |output error| at each refresh
         self.inverse = torch.empty(0)
-        self.scale: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.scale: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def due(self, step: int) -> bool:
         """Whether the curvature is refreshed before optimization step ``step`` of the unit."""
@@ -66,15 +67,15 @@ class LowRankFisher:
         self.scale = None  # the next error() sets each part's reference value
 
     def error(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The weighted error of a batch: low-rank part plus diagonal part, each relative to its value at the
-        first batch after the last refresh."""
+        """The weighted error of a batch: the mean of the low-rank and the diagonal part, each relative to its
+        value on the first batch after the last refresh, times that batch's relative MSE."""
         g = torch.stack(self.grads).to(out.device)
         e = (out - y).abs().flatten(1)
         a = e @ g.T
         low = ((a @ self.inverse.to(out.device)) * a).sum(1).mean()
         diag = (e.pow(2) * g.mean(0)).mean()
         if self.scale is None:  # one reference for every rank, so the ranks optimize the same objective
-            n = len(out)
-            self.scale = tuple(torch.tensor(distributed.mean_over_ranks(float(v.detach()), n)).clamp_min(1e-30)
-                               for v in (low, diag))
-        return low / self.scale[0] + diag / self.scale[1]
+            relative = e.pow(2).mean() / y.pow(2).mean().clamp_min(1e-12)
+            self.scale = tuple(torch.tensor(distributed.mean_over_ranks(float(v.detach()), len(out))).clamp_min(1e-30)
+                               for v in (low, diag, relative))
+        return self.scale[2] * (low / self.scale[0] + diag / self.scale[1]) / 2
