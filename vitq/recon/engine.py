@@ -130,6 +130,7 @@ class Reconstructor:
         self.levels = schedule.levels(cfg, partition.num_blocks, has_head)
         self.level_iters = [schedule.iters(cfg, partition.num_blocks, g, has_head) for g in self.levels]
         self.level_index = 0  # set by reconstruct() before each level
+        self.float_logits: torch.Tensor | None = None  # the float model's logits of the samples (fisher_dplr)
 
     @property
     def iters(self) -> int:
@@ -298,12 +299,14 @@ class Reconstructor:
         return forward
 
     def low_rank_fisher(self, rest: list[Unit], y: torch.Tensor) -> LowRankFisher:
-        """The ``fisher_dplr`` objective of a unit whose float output is ``y`` (the float logits it needs are
-        computed here, once)."""
+        """The ``fisher_dplr`` objective of a unit whose float output is ``y``. The float logits it compares with
+        are the float model's on the samples whichever unit asks, so the first unit computes them for all."""
         tail = self.tail(rest)
-        with quantization_disabled(self.model):
-            logits = run_batched(tail, y, 4 * self.cfg.batch_size, self.device)
-        return LowRankFisher(tail, logits, self.cfg.fisher_rank, self.iters, 4 * self.cfg.batch_size, self.device)
+        if self.float_logits is None:
+            with quantization_disabled(self.model):
+                self.float_logits = run_batched(tail, y, 4 * self.cfg.batch_size, self.device)
+        return LowRankFisher(tail, self.float_logits, self.cfg.fisher_rank, self.iters, 4 * self.cfg.batch_size,
+                             self.device)
 
     def output_fisher(self, rest: list[Unit], y: torch.Tensor) -> torch.Tensor:
         """Per-element weights for a unit whose float output is ``y``: the squared gradient of the float
