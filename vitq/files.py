@@ -2,9 +2,10 @@
 before any work starts (writable, not an input, the right suffix)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +84,16 @@ def check_output_dir(path: str | Path | None, what: str = "output folder") -> Pa
         raise VitqError(f"cannot use {what} {path}: it is a file")
     _writable_dir(path, what, path)
     return path
+
+
+@contextlib.contextmanager
+def in_scratch_dir() -> Iterator[Path]:
+    """Run the body with a fresh temporary directory as the working directory (removed afterwards), for
+    third-party code that writes debug files into the current directory (``contextlib.chdir`` is 3.11+)."""
+    previous = Path.cwd()
+    with tempfile.TemporaryDirectory() as scratch:
+        os.chdir(scratch)
+        try:
+            yield Path(scratch)
+        finally:
+            os.chdir(previous)

@@ -29,7 +29,9 @@ DEFAULT_CALIBRATION = "percentile"
 # At or below this many bits percentile calibration switches to the low-bit settings (:func:`low_bit_defaults`)
 LOW_BITS = 4
 FORMAT_KEYS = tuple(k for k in QuantConfig.field_names() if k not in ("w_bits", "a_bits", "overrides"))
-RECIPE_KEYS = ("calibration", "bias_correction", "relu_mlp", "rotate")
+# recipe switches (true / false): a step after calibration and the opt-in model changes before wrapping
+FLAG_KEYS = ("bias_correction", "relu_mlp", "rotate", "rotate_mlp")
+RECIPE_KEYS = ("calibration", *FLAG_KEYS)
 RECON_KEYS = tuple(["recon_preset", *(f.name for f in fields(ReconConfig) if f.name not in ("preset", "seed"))])
 
 
@@ -98,6 +100,8 @@ class Recipe:
             the calibration images (``vitq.models.relu_mlp``); an explicit model change, off by default.
         rotate: before wrapping, rotate a plain ViT's residual stream (``vitq.models.rotation``): exact in float,
             folded into the weights, off by default.
+        rotate_mlp: before wrapping, rotate every transformer MLP's hidden activation online (a Hadamard MatMul in
+            front of ``fc2``, ``vitq.models.rotation``): exact in float, one float MatMul per block at run time.
         name: the preset this recipe came from, if any.
         derived: ``{key: reason}`` for every value ``make_recipe`` chose rather than the user.
     """
@@ -109,6 +113,7 @@ class Recipe:
     recon: ReconConfig | None = None
     relu_mlp: bool = False
     rotate: bool = False
+    rotate_mlp: bool = False
     name: str | None = None
     derived: Mapping[str, str] = field(default_factory=dict)
 
@@ -133,7 +138,7 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "method": self.method, "bits": self.bits, "calibration": self.calibration,
-                "bias_correction": self.bias_correction, "relu_mlp": self.relu_mlp, "rotate": self.rotate, "format": self.format.to_dict(),
+                **{key: getattr(self, key) for key in FLAG_KEYS}, "format": self.format.to_dict(),
                 "recon": self.recon.to_dict() if self.recon else None, "derived": dict(self.derived)}
 
     @classmethod
@@ -191,7 +196,7 @@ def _path(key: str) -> str:
 
 def applicable_keys(method: Method) -> list[str]:
     """The ``--set`` keys that mean something for ``method``."""
-    keys = [*FORMAT_KEYS, "overrides", "bias_correction", "relu_mlp", "rotate"]
+    keys = [*FORMAT_KEYS, "overrides", *FLAG_KEYS]
     if method.reconstructs:
         ignored = method.schedule.inapplicable()
         keys += ["calibration", *(k for k in RECON_KEYS if k not in ignored)]
@@ -263,7 +268,7 @@ def make_recipe(bits: str = "W8A8", method: str = "percentile", settings: Mappin
             options["per_channel_activations"] = choose("per_channel_activations", *layout["per_channel_activations"])
         preset = choose("recon_preset", spec.recon_preset, f"{method}'s default reconstruction preset")
         recon = ReconConfig.from_dict({"preset": preset, **options, **({"seed": seed} if seed is not None else {})})
-    flags = {key: settings.get(key, False) for key in ("bias_correction", "relu_mlp", "rotate")}
+    flags = {key: settings.get(key, False) for key in FLAG_KEYS}
     for key, value in flags.items():
         if not isinstance(value, bool):
             raise VitqError(f"{key} must be true or false, got {value!r}")

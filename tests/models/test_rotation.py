@@ -1,6 +1,7 @@
 """Residual-stream rotation of a plain ViT: exact in float (layer scales, LayerNorm gains and biases, tokens and
 position embedding all non-trivial), the original left alone, recorded by the recipe and rebuilt from a checkpoint's
-weights; any other family is a clear error."""
+weights; any other family is a clear error. The online MLP rotation: exact in float, rebuilt from a checkpoint's
+spec, reported as float layers, exported to onnxruntime with the same logits."""
 from __future__ import annotations
 
 import pytest
@@ -10,8 +11,12 @@ from torch import nn
 
 from vitq.calibration import quantization_disabled
 from vitq.errors import VitqError
+from vitq.export.markers import export_reference
+from vitq.export.onnx_export import export_onnx
+from vitq.export.parity import compare
 from vitq.models.loading import create_float_model
-from vitq.models.rotation import rotate_residual, rotation_fixing_ones
+from vitq.models.rotation import HiddenRotation, hadamard, mlp_rotation_block, rotate_mlp_hidden, rotate_residual, rotation_fixing_ones
+from vitq.models.wrap import float_layers_left
 from vitq.pipeline.checkpoint import load_quantized, save_quantized
 from vitq.pipeline.quantize import quantize
 from vitq.recipe import make_recipe
@@ -23,7 +28,7 @@ TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads
 @torch.no_grad()
 def tiny_model() -> nn.Module:
     torch.manual_seed(0)
-    model = create_float_model(NAME, spec={"model": NAME, "kwargs": TINY})
+    model = create_float_model(NAME, spec={"model": NAME, "kwargs": TINY, "data_config": {"input_size": [3, 32, 32]}})
     for module in model.modules():
         if isinstance(module, nn.LayerNorm):
             module.weight.uniform_(0.5, 2.0)
@@ -85,3 +90,56 @@ def test_rotate_is_a_clear_error_off_plain_vits_and_must_be_a_boolean():
         rotate_residual(hybrid, "mobilevit_xxs")
     with pytest.raises(VitqError, match="rotate must be true or false"):
         make_recipe("W8A8", "minmax", {"rotate": "yes"})
+
+
+def test_hadamard_is_orthogonal_and_the_block_divides_the_width():
+    h = hadamard(16)
+    torch.testing.assert_close(h @ h.T, torch.eye(16, dtype=torch.float64))
+    assert torch.allclose(h.abs(), torch.full_like(h, 0.25))
+    with pytest.raises(VitqError, match="power-of-two"):
+        hadamard(12)
+    assert [mlp_rotation_block(w, limit=64) for w in (768, 3072, 384, 96, 100)] == [64, 64, 64, 32, 4]
+    assert mlp_rotation_block(768) == 256
+
+
+def test_mlp_rotation_keeps_the_float_model_and_spreads_the_hidden_activation():
+    model = tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = images()
+    rotated, report = rotate_mlp_hidden(model, NAME, limit=32, probe=x)
+    assert report.mlps == 2 and report.block == 32 and report.max_logit_change < 1e-3
+    rotations = [b.mlp.norm for b in rotated.blocks]
+    assert all(isinstance(r, HiddenRotation) for r in rotations)
+    torch.testing.assert_close(rotations[0].matrix @ rotations[0].matrix.T, torch.eye(32), atol=1e-6, rtol=0)
+    assert not torch.equal(rotations[0].matrix, rotations[1].matrix)  # independent random signs per MLP
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), f"the original model changed at {k}"
+    with torch.no_grad():
+        hidden = model.blocks[0].mlp.act(model.blocks[0].mlp.fc1(torch.randn(4, 5, 32)))
+        spread = rotations[0](hidden)
+    assert hidden.min() >= -0.2 and spread.min() < -0.2  # GELU's one-sided output becomes two-sided
+
+
+def test_rotate_mlp_recipe_quantizes_exports_and_reloads(tmp_path):
+    model = tiny_model()
+    recipe = make_recipe("W8A8", "minmax", {"rotate_mlp": True})
+    assert recipe.to_dict()["rotate_mlp"] is True
+    qm = quantize(model, NAME, [images(16)], recipe, progress=False)
+    assert qm.meta["rotate_mlp"]["mlps"] == 2 and qm.spec["mlp_rotation"] == 256
+    assert {"blocks.0.mlp.norm", "blocks.1.mlp.norm"} <= set(float_layers_left(qm.model))
+    x = images(4, seed=5)
+    with torch.no_grad(), quantization_disabled(qm.model):
+        torch.testing.assert_close(qm.model(x), model(x), atol=1e-4, rtol=1e-4)
+    reloaded = load_quantized(save_quantized(tmp_path / "r.pt", qm))
+    assert reloaded.recipe.rotate_mlp and isinstance(reloaded.model.blocks[1].mlp.norm, HiddenRotation)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.model(x), qm.model(x))
+    exported = export_onnx(qm.model, tmp_path / "r.onnx")
+    report = compare(exported.path, export_reference(qm.model), [images(8, seed=6)])
+    assert report.agreement == 100.0 and report.max_abs_logit_error < 0.05
+
+
+def test_rotate_mlp_is_a_clear_error_off_transformer_mlps():
+    hybrid = timm.create_model("mobilevit_xxs", num_classes=10)
+    with pytest.raises(VitqError, match="rotate_mlp changes the MLPs .* families that take it: .*vit"):
+        rotate_mlp_hidden(hybrid, "mobilevit_xxs")

@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 STATE_DICT_KEYS = ("state_dict", "model", "model_state", "model_ema", "module")
 # safetensors metadata key for the model spec a vitq training run stores (benchmarks/train_cifar10.py):
 # {"model": timm name, "kwargs": create_model kwargs, "data_config": overrides of the timm data config,
-#  "relu_mlp": true for a model whose MLPs vitq changed to ReLU (vitq.models.relu_mlp)}
+#  "relu_mlp": true for a model whose MLPs vitq changed to ReLU (vitq.models.relu_mlp),
+#  "mlp_rotation": block-size limit of the online MLP rotations vitq added (vitq.models.rotation)}
 CHECKPOINT_META_KEY = "vitq.model"
 
 
@@ -209,6 +210,10 @@ def create_float_model(
         from vitq.models.relu_mlp import use_relu
 
         use_relu(model, model_name)  # a model changed by vitq before quantization (weights refitted for ReLU)
+    if spec.get("mlp_rotation"):
+        from vitq.models.rotation import add_hidden_rotations
+
+        add_hidden_rotations(model, model_name, spec["mlp_rotation"])  # online MLP rotations; the weights set them
     if spec.get("data_config"):
         data_config = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["data_config"].items()}
         model.pretrained_cfg = {**model.pretrained_cfg, **data_config}

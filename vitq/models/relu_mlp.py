@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from vitq import distributed
 from vitq.errors import VitqError
-from vitq.models.families import family_for, plain_transformer_families
+from vitq.models.families import family_for, mlp_branches
 from vitq.models.loading import changed_spec
 from vitq.models.units import Atom
 from vitq.quant.hooks import run_until
@@ -61,20 +61,9 @@ class ReluMlpReport:
                 "steps": self.steps, "tokens_per_step": FIT_TOKENS, "lr": self.lr, "per_mlp": self.mlps}
 
 
-def mlp_atoms(model: nn.Module, model_name: str) -> list[Atom]:
-    """The token-wise MLP branches of ``model``, in execution order; a family without any is an error that
-    names the families that have them."""
-    family = family_for(model_name)
-    atoms = [a for a in family.partition(model).atoms if a.mlp is not None]
-    if not atoms:
-        raise VitqError(f"relu_mlp changes the MLPs of transformer blocks, which the {family.name} family's partition "
-                        f"does not mark; families that take it: {', '.join(plain_transformer_families())}")
-    return atoms
-
-
 def use_relu(model: nn.Module, model_name: str) -> list[Atom]:
     """Swap the activation of every MLP branch for a ReLU, in place (no refit); returns the branches."""
-    atoms = mlp_atoms(model, model_name)
+    atoms = mlp_branches(model, model_name, "relu_mlp")
     for atom in atoms:
         atom.mlp.act = nn.ReLU()
     return atoms

@@ -18,8 +18,13 @@ How, for a timm ``VisionTransformer``:
    rotated stream stays mean-zero and ``LayerNorm(x Q) = LayerNorm(x) Q``: LayerNorm stays LayerNorm (no RMSNorm
    needed). Writers become ``Q^T W``, readers ``W Q``.
 
-Only the stream is rotated. An online rotation of the MLP hidden activation (the input of ``fc2``, the most
-sensitive site at 4 bits) would need an extra matmul in the graph and is not done.
+A second, separate change rotates the MLP hidden activation (the input of ``fc2``, the most sensitive site at
+4 bits: GELU's output has a long positive tail, so a 3-4-bit grid leaves most values one or two levels). No
+LayerNorm sits in front of it to fold into, so the rotation is *online*: a :class:`HiddenRotation` module before
+``fc2`` multiplies each token's hidden vector, in blocks of ``block`` channels, by a randomized Hadamard matrix
+``R = diag(s) H / sqrt(block)``, and ``fc2``'s weight becomes ``W R_full`` (``R_full`` block-diagonal, ``R R^T = I``),
+so in float the model is unchanged. It is a model change with a cost at run time (one float MatMul per block in
+the exported graph); the model spec records it (``mlp_rotation``) so a checkpoint rebuilds the module.
 """
 from __future__ import annotations
 
@@ -31,6 +36,8 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from vitq.errors import VitqError
+from vitq.models.families import mlp_branches
+from vitq.models.loading import changed_spec
 
 TOKEN_PARAMS = ("cls_token", "dist_token", "reg_token", "pos_embed")
 
@@ -136,3 +143,90 @@ def rotate_residual(model: nn.Module, model_name: str, seed: int = 0,
     if probe is not None:
         change = float((rotated(probe) - vit(probe)).abs().max())
     return rotated, RotationReport(width, seed, round(change, 6))
+
+
+# Channels per block of the online MLP rotation: the largest power of two dividing the hidden width, at most this
+# (docs/reconstruction.md "Online MLP rotation": accuracy and onnxruntime cost of each block size)
+MLP_ROTATION_BLOCK = 256
+
+
+def hadamard(n: int) -> torch.Tensor:
+    """The ``n x n`` Sylvester Hadamard matrix scaled to be orthogonal (float64; ``n`` a power of two)."""
+    if n < 1 or n & (n - 1):
+        raise VitqError(f"a Hadamard rotation needs a power-of-two size, got {n}")
+    h = torch.ones(1, 1, dtype=torch.float64)
+    while h.shape[0] < n:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    return h / n ** 0.5
+
+
+class HiddenRotation(nn.Module):
+    """``x -> x R`` on the last dimension in blocks of ``block`` channels, every block by the same orthogonal
+    ``block x block`` matrix (a buffer, so checkpoints carry it). Exported as Reshape -> MatMul -> Reshape."""
+
+    def __init__(self, block: int, matrix: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.block = block
+        self.register_buffer("matrix", torch.eye(block) if matrix is None else matrix.float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.unflatten(-1, (-1, self.block)) @ self.matrix).flatten(-2)
+
+    def extra_repr(self) -> str:
+        return f"block={self.block}"
+
+
+@dataclass(frozen=True)
+class MlpRotationReport:
+    """The online MLP rotation: how many MLPs, block size, seed, and the largest float logit change on a probe."""
+
+    mlps: int
+    block: int
+    seed: int
+    max_logit_change: float
+
+    def summary(self) -> dict:
+        return {"mlps": self.mlps, "block": self.block, "seed": self.seed, "max_logit_change": self.max_logit_change}
+
+
+def mlp_rotation_block(width: int, limit: int = MLP_ROTATION_BLOCK) -> int:
+    """The largest power of two that divides ``width`` and is at most ``limit``."""
+    return min(width & -width, limit)
+
+
+def add_hidden_rotations(model: nn.Module, model_name: str,
+                         limit: int = MLP_ROTATION_BLOCK) -> list[tuple[HiddenRotation, nn.Linear]]:
+    """Put an identity :class:`HiddenRotation` (blocks of :func:`mlp_rotation_block` channels) in front of every MLP's
+    ``fc2``, in the slot timm's ``Mlp`` keeps for a hidden norm (``mlp.norm``), in place; returns (rotation, fc2)
+    pairs. A checkpoint's buffers then set the matrices."""
+    pairs = []
+    for atom in mlp_branches(model, model_name, "rotate_mlp"):
+        mlp = atom.mlp
+        fc2 = getattr(mlp, "fc2", None)
+        if not isinstance(fc2, nn.Linear) or not isinstance(getattr(mlp, "norm", None), nn.Identity):
+            raise VitqError(f"rotate_mlp: {model_name}'s MLPs need a Linear fc2 and no hidden norm (timm Mlp)")
+        mlp.norm = HiddenRotation(mlp_rotation_block(fc2.in_features, limit))
+        pairs.append((mlp.norm, fc2))
+    return pairs
+
+
+@torch.no_grad()
+def rotate_mlp_hidden(model: nn.Module, model_name: str, seed: int = 0, limit: int = MLP_ROTATION_BLOCK,
+                      probe: torch.Tensor | None = None) -> tuple[nn.Module, MlpRotationReport]:
+    """A copy of the float ``model`` with every MLP hidden activation rotated online (module docstring); ``model`` is
+    left as it was. ``probe``: report the largest logit change, which float rounding alone should explain."""
+    model = model.eval()
+    rotated = copy.deepcopy(model)
+    pairs = add_hidden_rotations(rotated, model_name, limit)
+    for i, (rotation, fc2) in enumerate(pairs):
+        gen = torch.Generator().manual_seed(seed * 10007 + i)
+        signs = torch.randint(0, 2, (rotation.block,), generator=gen, dtype=torch.float64) * 2 - 1
+        matrix = signs[:, None] * hadamard(rotation.block)
+        rotation.matrix.copy_(matrix.float())
+        columns = fc2.weight.double().unflatten(1, (-1, rotation.block))  # W R_full, one block of columns at a time
+        fc2.weight.copy_((columns @ matrix).flatten(1).to(fc2.weight.dtype))
+    changed_spec(rotated, model, model_name, mlp_rotation=limit)
+    change = 0.0
+    if probe is not None:
+        change = float((rotated(probe) - model(probe)).abs().max())
+    return rotated, MlpRotationReport(len(pairs), max(r.block for r, _ in pairs), seed, round(change, 6))

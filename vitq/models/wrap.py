@@ -14,6 +14,7 @@ from torch import nn
 from vitq.models.bn_fold import fold_batchnorms
 from vitq.models.families import Family, family_for
 from vitq.models.hybrid_attention import ProductSites
+from vitq.models.rotation import HiddenRotation
 from vitq.models.units import reads_mlp_activation
 from vitq.quant.config import QuantConfig
 from vitq.quant.conv_layout import runs_integer
@@ -147,8 +148,9 @@ def iter_quantizers(model: nn.Module) -> Iterator[tuple[str, Quantizer]]:
 
 def float_layers_left(model: nn.Module) -> list[str]:
     """Names of layers that compute in float: unwrapped Linear/Conv, unfolded BatchNorm (a float
-    per-channel affine between quantized layers) or quantizers switched off."""
-    left = [n for n, m in model.named_modules() if type(m) in (nn.Linear, nn.Conv2d) or isinstance(m, nn.BatchNorm2d)]
+    per-channel affine between quantized layers), online rotations (a float MatMul) or quantizers switched off."""
+    float_types = (nn.BatchNorm2d, HiddenRotation)
+    left = [n for n, m in model.named_modules() if type(m) in (nn.Linear, nn.Conv2d) or isinstance(m, float_types)]
     left += [n for n, q in iter_quantizers(model) if not q.enabled]
     return left
 

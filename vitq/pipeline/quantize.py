@@ -22,7 +22,7 @@ from vitq.models.families import family_for
 from vitq.models.ln_reparam import fold_ln_scales, per_channel_ln_inputs
 from vitq.models.loading import model_spec
 from vitq.models.relu_mlp import relu_mlp_model
-from vitq.models.rotation import rotate_residual
+from vitq.models.rotation import rotate_mlp_hidden, rotate_residual
 from vitq.models.units import Partition
 from vitq.models.wrap import float_layers_left, wrap_model
 from vitq.recipe import Recipe
@@ -44,7 +44,7 @@ class QuantizedModel:
         recon_losses: the reconstruction's per-level losses (``ReconReport.summary``), if it reconstructed.
         seconds: quantization wall time.
         meta: anything else worth keeping with a checkpoint (calibration images, data path, ...); a model
-            changed before quantization keeps the change's report under ``relu_mlp`` / ``rotate``.
+            changed before quantization keeps the change's report under ``relu_mlp`` / ``rotate`` / ``rotate_mlp``.
     """
 
     model: nn.Module
@@ -77,6 +77,10 @@ def quantize(model: nn.Module, model_name: str, calib_batches: Iterable[torch.Te
         _wrap_and_plan(copy.deepcopy(model), model_name, recipe)  # a bad plan fails before the minutes-long fit
         model, change = relu_mlp_model(model, model_name, calib_batches, progress=progress)
         meta["relu_mlp"] = change.summary()
+        inplace = True
+    if recipe.rotate_mlp:  # adds modules, so the spec changes and the copy is new
+        model, hidden = rotate_mlp_hidden(model, model_name, probe=calib_batches[0][:ROTATION_PROBE])
+        meta["rotate_mlp"] = hidden.summary()
         inplace = True
     spec = model_spec(model)
     qmodel, partition = _wrap_and_plan(model if inplace else copy.deepcopy(model), model_name, recipe)

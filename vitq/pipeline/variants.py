@@ -36,7 +36,7 @@ from vitq.bench.variants import (
     check_installed,
 )
 from vitq.export.onnx_export import INPUT_NAME, ExportOptions, export_float, export_onnx
-from vitq.files import atomic_write
+from vitq.files import atomic_write, in_scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,9 @@ def ort_quantize_static(fp32: Path, out: Path, calib_images: Sequence[torch.Tens
         root.setLevel(logging.ERROR)  # onnxruntime's quantizer warns per LayerNorm weight on the root logger
         try:
             try:
-                quant_pre_process(str(fp32), str(pre))
+                with in_scratch_dir():
+                    # on failure ORT dumps sym_shape_infer_temp.onnx + external data into the working directory
+                    quant_pre_process(str(Path(fp32).resolve()), str(pre.resolve()))
             except Exception:  # noqa: BLE001 - ORT's symbolic shape inference gives up on some graphs
                 log.warning("quant_pre_process: symbolic shape inference failed; retrying without it")
                 quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)

@@ -9,9 +9,11 @@ from vitq.models.families.base import (
     Family,
     FoldPairs,
     family_for,
+    mlp_branches,
     partition_for,
     plain_transformer_families,
     register_family,
 )
 
-__all__ = ["FAMILIES", "Family", "FoldPairs", "family_for", "partition_for", "plain_transformer_families", "register_family"]
+__all__ = ["FAMILIES", "Family", "FoldPairs", "family_for", "mlp_branches",
+           "partition_for", "plain_transformer_families", "register_family"]

@@ -19,7 +19,7 @@ from vitq.registry import Registry
 if TYPE_CHECKING:
     from torch import nn
 
-    from vitq.models.units import Partition
+    from vitq.models.units import Atom, Partition
 
 # parent module type -> (conv attribute, BatchNorm attribute) pairs where the parent's forward does bn(conv(x))
 FoldPairs = dict[type, tuple[tuple[str, str], ...]]
@@ -89,6 +89,17 @@ def plain_transformer_families() -> list[str]:
     """Names of the registered families that are not hybrids: their partitions declare a classifier head and
     token-wise MLP branches, which the Fisher losses and the ReLU-MLP change need."""
     return [n for n in FAMILIES.names() if not FAMILIES.get(n).hybrid]
+
+
+def mlp_branches(model: nn.Module, model_name: str, option: str) -> list[Atom]:
+    """The token-wise MLP branches (``Atom.mlp``) of ``model``, in execution order, for the model change ``option``
+    (``relu_mlp``, ``rotate_mlp``); a family whose partition marks none is an error naming the families that do."""
+    family = family_for(model_name)
+    atoms = [a for a in family.partition(model).atoms if a.mlp is not None]
+    if not atoms:
+        raise VitqError(f"{option} changes the MLPs of transformer blocks, which the {family.name} family's partition "
+                        f"does not mark; families that take it: {', '.join(plain_transformer_families())}")
+    return atoms
 
 
 def partition_for(model: nn.Module, model_name: str) -> Partition:
