@@ -41,7 +41,7 @@ from vitq.results import write_results
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help=f"{DEMO_MODEL} float weights; default: the bundled ones.")
 @click.option("--blocks", default="0,16,64,256", show_default=True, help="Comma-separated block sizes (0 = no rotation).")
-@click.option("--bits", "bits_spec", default="W4A4,W3A3", show_default=True, help="Bit-widths for accuracy (torch).")
+@click.option("--bits", "bits_spec", default="W4A4,W3A3", show_default=True, help="Bit-widths for accuracy (torch); empty: latency only.")
 @click.option("--method", default="percentile", show_default=True, help="Method of every recipe (`vitq list`).")
 @click.option("--set", "pairs", multiple=True, help="Recipe setting KEY=VALUE for every recipe, e.g. rotate=true.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="onnxruntime intra-op threads.")
@@ -66,7 +66,7 @@ def main(data: Path | None, checkpoint: Path | None, blocks: str, bits_spec: str
         files["fp32"] = export_float(model, Path(tmp) / "fp32.onnx")
         for block in (int(b) for b in blocks.split(",")):
             changed = rotate_mlp_hidden(model, DEMO_MODEL, limit=block, probe=images[0][:4])[0] if block else model
-            for bits in [*bits_spec.split(","), "W8A8"]:
+            for bits in [*(b for b in bits_spec.split(",") if b), "W8A8"]:
                 recipe = make_recipe(bits, method, settings)
                 torch.manual_seed(0)
                 qmodel = quantize(changed, DEMO_MODEL, images, recipe, progress=False).model

@@ -21,9 +21,9 @@ How, for a timm ``VisionTransformer``:
 A second, separate change rotates the MLP hidden activation (the input of ``fc2``, the most sensitive site at
 4 bits: GELU's output has a long positive tail, so a 3-4-bit grid leaves most values one or two levels). No
 LayerNorm sits in front of it to fold into, so the rotation is *online*: a :class:`HiddenRotation` module before
-``fc2`` multiplies each token's hidden vector, in blocks of ``block`` channels, by a randomized Hadamard matrix
-``R = diag(s) H / sqrt(block)``, and ``fc2``'s weight becomes ``W R_full`` (``R_full`` block-diagonal, ``R R^T = I``),
-so in float the model is unchanged. It is a model change with a cost at run time (one float MatMul per block in
+``fc2`` flips the sign of random channels and multiplies each token's hidden vector, in blocks of ``block`` channels,
+by the orthogonal Hadamard matrix ``H / sqrt(block)``; ``fc2``'s weight becomes ``W diag(s) R_full`` (``R_full``
+block-diagonal, orthogonal), so in float the model is unchanged. It is a model change with a cost at run time (one float MatMul per block in
 the exported graph); the model spec records it (``mlp_rotation``) so a checkpoint rebuilds the module.
 """
 from __future__ import annotations
@@ -161,19 +161,28 @@ def hadamard(n: int) -> torch.Tensor:
 
 
 class HiddenRotation(nn.Module):
-    """``x -> x R`` on the last dimension in blocks of ``block`` channels, every block by the same orthogonal
-    ``block x block`` matrix (a buffer, so checkpoints carry it). Exported as Reshape -> MatMul -> Reshape."""
+    """``x -> (x * signs) R_full`` on the last dimension: random signs per channel (``width``), then in blocks of
+    ``block = rows * cols`` channels the Hadamard matrix ``H_block = H_rows (x) H_cols`` (Kronecker product, exact for
+    Sylvester matrices), applied as ``H_rows X H_cols`` to each block viewed as a ``rows x cols`` matrix ``X``. Two
+    small MatMuls cost ``rows + cols`` multiply-adds per channel instead of ``block``: 32 instead of 256. Buffers,
+    so checkpoints carry them; exported as Mul -> Reshape -> MatMul -> MatMul -> Reshape."""
 
-    def __init__(self, block: int, matrix: torch.Tensor | None = None) -> None:
+    def __init__(self, width: int, block: int) -> None:
         super().__init__()
+        if width % block:
+            raise VitqError(f"rotate_mlp: hidden width {width} is not a multiple of the block size {block}")
         self.block = block
-        self.register_buffer("matrix", torch.eye(block) if matrix is None else matrix.float())
+        cols = 1 << (block.bit_length() - 1) // 2
+        self.register_buffer("signs", torch.ones(width))
+        self.register_buffer("left", hadamard(block // cols).float())
+        self.register_buffer("right", hadamard(cols).float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.unflatten(-1, (-1, self.block)) @ self.matrix).flatten(-2)
+        blocks = (x * self.signs).unflatten(-1, (-1, *self.left.shape[:1], *self.right.shape[:1]))
+        return (self.left @ blocks @ self.right).flatten(-3)
 
     def extra_repr(self) -> str:
-        return f"block={self.block}"
+        return f"width={self.signs.numel()}, block={self.block} ({self.left.shape[0]} x {self.right.shape[0]})"
 
 
 @dataclass(frozen=True)
@@ -205,7 +214,7 @@ def add_hidden_rotations(model: nn.Module, model_name: str,
         fc2 = getattr(mlp, "fc2", None)
         if not isinstance(fc2, nn.Linear) or not isinstance(getattr(mlp, "norm", None), nn.Identity):
             raise VitqError(f"rotate_mlp: {model_name}'s MLPs need a Linear fc2 and no hidden norm (timm Mlp)")
-        mlp.norm = HiddenRotation(mlp_rotation_block(fc2.in_features, limit))
+        mlp.norm = HiddenRotation(fc2.in_features, mlp_rotation_block(fc2.in_features, limit))
         pairs.append((mlp.norm, fc2))
     return pairs
 
@@ -220,11 +229,9 @@ def rotate_mlp_hidden(model: nn.Module, model_name: str, seed: int = 0, limit: i
     pairs = add_hidden_rotations(rotated, model_name, limit)
     for i, (rotation, fc2) in enumerate(pairs):
         gen = torch.Generator().manual_seed(seed * 10007 + i)
-        signs = torch.randint(0, 2, (rotation.block,), generator=gen, dtype=torch.float64) * 2 - 1
-        matrix = signs[:, None] * hadamard(rotation.block)
-        rotation.matrix.copy_(matrix.float())
-        columns = fc2.weight.double().unflatten(1, (-1, rotation.block))  # W R_full, one block of columns at a time
-        fc2.weight.copy_((columns @ matrix).flatten(1).to(fc2.weight.dtype))
+        rotation.signs.copy_(torch.randint(0, 2, rotation.signs.shape, generator=gen) * 2.0 - 1)
+        columns = fc2.weight.double() * rotation.signs.double()  # W diag(s) R_full, one block of columns at a time
+        fc2.weight.copy_((columns.unflatten(1, (-1, rotation.block)) @ hadamard(rotation.block)).flatten(1).to(fc2.weight.dtype))
     changed_spec(rotated, model, model_name, mlp_rotation=limit)
     change = 0.0
     if probe is not None:
