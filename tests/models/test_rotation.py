@@ -103,12 +103,14 @@ def test_hadamard_is_orthogonal_and_the_block_divides_the_width():
 
 
 @pytest.mark.parametrize("block", [4, 32, 64])
-def test_hidden_rotation_is_the_dense_block_hadamard_in_kronecker_form(block):
+def test_hidden_rotation_is_the_block_hadamard_in_kronecker_form(block):
     rotation = HiddenRotation(128, block)
     rotation.signs.copy_(torch.randint(0, 2, (128,), generator=torch.Generator().manual_seed(0)) * 2.0 - 1)
     x = torch.randn(3, 5, 128)
-    dense = torch.block_diag(*[hadamard(block)] * (128 // block)).float()
-    torch.testing.assert_close(rotation(x), (x * rotation.signs) @ dense, atol=1e-5, rtol=1e-5)
+    dense = (x * rotation.signs).unflatten(-1, (-1, block)) @ hadamard(block).float()  # H_block on every block
+    rows, cols = rotation.rows.shape[0], rotation.cols.shape[0]
+    within = torch.arange(block).view(rows, cols).T.flatten()  # the transposed layout inside each block
+    torch.testing.assert_close(rotation(x).unflatten(-1, (-1, block)), dense[..., within], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(rotation(x).norm(dim=-1), x.norm(dim=-1))  # orthogonal
     with pytest.raises(VitqError, match="not a multiple"):
         HiddenRotation(96, 64)

@@ -22,9 +22,10 @@ A second, separate change rotates the MLP hidden activation (the input of ``fc2`
 4 bits: GELU's output has a long positive tail, so a 3-4-bit grid leaves most values one or two levels). No
 LayerNorm sits in front of it to fold into, so the rotation is *online*: a :class:`HiddenRotation` module before
 ``fc2`` flips the sign of random channels and multiplies each token's hidden vector, in blocks of ``block`` channels,
-by the orthogonal Hadamard matrix ``H / sqrt(block)``; ``fc2``'s weight becomes ``W diag(s) R_full`` (``R_full``
-block-diagonal, orthogonal), so in float the model is unchanged. It is a model change with a cost at run time (one float MatMul per block in
-the exported graph); the model spec records it (``mlp_rotation``) so a checkpoint rebuilds the module.
+by the orthogonal Hadamard matrix ``H / sqrt(block)`` (then permutes channels inside each block); ``fc2``'s weight
+becomes ``W M`` for that orthogonal map ``M``, so in float the model is unchanged. It is a model change with a cost
+at run time (two small float MatMuls per transformer block in the exported graph); the model spec records it
+(``mlp_rotation``) so a checkpoint rebuilds the module.
 """
 from __future__ import annotations
 
@@ -161,11 +162,13 @@ def hadamard(n: int) -> torch.Tensor:
 
 
 class HiddenRotation(nn.Module):
-    """``x -> (x * signs) R_full`` on the last dimension: random signs per channel (``width``), then in blocks of
+    """An orthogonal map of the last dimension: random signs per channel (``width``), then in blocks of
     ``block = rows * cols`` channels the Hadamard matrix ``H_block = H_rows (x) H_cols`` (Kronecker product, exact for
-    Sylvester matrices), applied as ``H_rows X H_cols`` to each block viewed as a ``rows x cols`` matrix ``X``. Two
-    small MatMuls cost ``rows + cols`` multiply-adds per channel instead of ``block``: 32 instead of 256. Buffers,
-    so checkpoints carry them; exported as Mul -> Reshape -> MatMul -> MatMul -> Reshape."""
+    Sylvester matrices), applied to each block viewed as a ``rows x cols`` matrix ``X`` as ``(X H_cols)^T H_rows =
+    (H_rows X H_cols)^T``: two MatMuls by small constant matrices on the right, ``rows + cols`` multiply-adds per
+    channel instead of ``block`` (32 instead of 256). The final transpose permutes channels inside each block, which
+    the layer reading the output absorbs (:func:`rotate_mlp_hidden` folds the whole map into ``fc2``). Buffers, so
+    checkpoints carry them; exported as Mul -> Reshape -> MatMul -> Transpose -> MatMul -> Reshape."""
 
     def __init__(self, width: int, block: int) -> None:
         super().__init__()
@@ -174,15 +177,15 @@ class HiddenRotation(nn.Module):
         self.block = block
         cols = 1 << (block.bit_length() - 1) // 2
         self.register_buffer("signs", torch.ones(width))
-        self.register_buffer("left", hadamard(block // cols).float())
-        self.register_buffer("right", hadamard(cols).float())
+        self.register_buffer("rows", hadamard(block // cols).float())
+        self.register_buffer("cols", hadamard(cols).float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        blocks = (x * self.signs).unflatten(-1, (-1, *self.left.shape[:1], *self.right.shape[:1]))
-        return (self.left @ blocks @ self.right).flatten(-3)
+        blocks = (x * self.signs).unflatten(-1, (-1, self.rows.shape[0], self.cols.shape[0]))
+        return ((blocks @ self.cols).transpose(-1, -2) @ self.rows).flatten(-3)
 
     def extra_repr(self) -> str:
-        return f"width={self.signs.numel()}, block={self.block} ({self.left.shape[0]} x {self.right.shape[0]})"
+        return f"width={self.signs.numel()}, block={self.block} ({self.rows.shape[0]} x {self.cols.shape[0]})"
 
 
 @dataclass(frozen=True)
@@ -230,8 +233,9 @@ def rotate_mlp_hidden(model: nn.Module, model_name: str, seed: int = 0, limit: i
     for i, (rotation, fc2) in enumerate(pairs):
         gen = torch.Generator().manual_seed(seed * 10007 + i)
         rotation.signs.copy_(torch.randint(0, 2, rotation.signs.shape, generator=gen) * 2.0 - 1)
-        columns = fc2.weight.double() * rotation.signs.double()  # W diag(s) R_full, one block of columns at a time
-        fc2.weight.copy_((columns.unflatten(1, (-1, rotation.block)) @ hadamard(rotation.block)).flatten(1).to(fc2.weight.dtype))
+        # x -> x M with M orthogonal, so fc2(x) = fc2'(x M) for W' = W M; M's rows are the images of the unit vectors
+        m = rotation(torch.eye(rotation.signs.numel())).double()
+        fc2.weight.copy_((fc2.weight.double() @ m).to(fc2.weight.dtype))
     changed_spec(rotated, model, model_name, mlp_rotation=limit)
     change = 0.0
     if probe is not None:
