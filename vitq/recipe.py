@@ -30,7 +30,7 @@ DEFAULT_CALIBRATION = "percentile"
 LOW_BITS = 4
 FORMAT_KEYS = tuple(k for k in QuantConfig.field_names() if k not in ("w_bits", "a_bits", "overrides"))
 # recipe switches (true / false): a step after calibration and the opt-in model changes before wrapping
-FLAG_KEYS = ("bias_correction", "relu_mlp", "rotate", "rotate_mlp")
+FLAG_KEYS = ("bias_correction", "relu_mlp", "rotate", "rotate_heads", "rotate_mlp")
 RECIPE_KEYS = ("calibration", *FLAG_KEYS)
 RECON_KEYS = tuple(["recon_preset", *(f.name for f in fields(ReconConfig) if f.name not in ("preset", "seed"))])
 
@@ -100,6 +100,8 @@ class Recipe:
             the calibration images (``vitq.models.relu_mlp``); an explicit model change, off by default.
         rotate: before wrapping, rotate a plain ViT's residual stream (``vitq.models.rotation``): exact in float,
             folded into the weights, off by default.
+        rotate_heads: before wrapping, rotate a plain ViT's queries and keys, and values, within every attention head
+            (``vitq.models.rotation.rotate_attention_heads``): exact in float, folded into ``qkv`` and ``proj``.
         rotate_mlp: before wrapping, rotate every transformer MLP's hidden activation online (a Hadamard MatMul in
             front of ``fc2``, ``vitq.models.rotation``): exact in float, one float MatMul per block at run time.
         name: the preset this recipe came from, if any.
@@ -113,6 +115,7 @@ class Recipe:
     recon: ReconConfig | None = None
     relu_mlp: bool = False
     rotate: bool = False
+    rotate_heads: bool = False
     rotate_mlp: bool = False
     name: str | None = None
     derived: Mapping[str, str] = field(default_factory=dict)

@@ -15,7 +15,15 @@ from vitq.export.markers import export_reference
 from vitq.export.onnx_export import export_onnx
 from vitq.export.parity import compare
 from vitq.models.loading import create_float_model
-from vitq.models.rotation import HiddenRotation, hadamard, mlp_rotation_block, rotate_mlp_hidden, rotate_residual, rotation_fixing_ones
+from vitq.models.rotation import (
+    HiddenRotation,
+    hadamard,
+    mlp_rotation_block,
+    rotate_attention_heads,
+    rotate_mlp_hidden,
+    rotate_residual,
+    rotation_fixing_ones,
+)
 from vitq.models.wrap import float_layers_left
 from vitq.pipeline.checkpoint import load_quantized, save_quantized
 from vitq.pipeline.quantize import quantize
@@ -72,7 +80,7 @@ def test_rotate_recipe_key_quantizes_the_rotated_model_and_the_checkpoint_rebuil
     recipe = make_recipe("W8A8", "minmax", {"rotate": True})
     assert recipe.rotate and recipe.to_dict()["rotate"] is True
     qm = quantize(model, NAME, [images(16)], recipe, progress=False)
-    qm.spec = {"model": NAME, "kwargs": TINY}
+    assert qm.spec["kwargs"] == TINY  # the rotated copy keeps the architecture's spec, so the checkpoint rebuilds it
     assert qm.meta["rotate"]["width"] == 32
     x = images(4, seed=5)
     with torch.no_grad(), quantization_disabled(qm.model):
@@ -156,3 +164,28 @@ def test_rotate_mlp_is_a_clear_error_off_transformer_mlps():
     hybrid = timm.create_model("mobilevit_xxs", num_classes=10)
     with pytest.raises(VitqError, match="rotate_mlp changes the MLPs .* families that take it: .*vit"):
         rotate_mlp_hidden(hybrid, "mobilevit_xxs")
+
+
+def test_head_rotation_keeps_the_float_model_and_every_attention_product():
+    model = tiny_model()
+    with torch.no_grad():
+        model.blocks[0].attn.qkv.bias.normal_(0, 1.0)
+    x = images()
+    rotated, report = rotate_attention_heads(model, NAME, probe=x)
+    assert report.heads == 4 and report.head_dim == 16 and report.max_logit_change < 1e-4
+    with torch.no_grad():
+        torch.testing.assert_close(rotated(x), model(x), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(rotated.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight)
+    recipe = make_recipe("W8A8", "minmax", {"rotate": True, "rotate_heads": True})
+    qm = quantize(model, NAME, [images(16)], recipe, progress=False)
+    assert qm.meta["rotate_heads"]["heads"] == 4 and qm.spec["kwargs"] == TINY
+    with torch.no_grad(), quantization_disabled(qm.model):
+        torch.testing.assert_close(qm.model(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_head_rotation_refuses_normalized_queries_and_other_families():
+    normed = create_float_model(NAME, spec={"model": NAME, "kwargs": {**TINY, "qk_norm": True}})
+    with pytest.raises(VitqError, match="rotate_heads: blocks.0.attn .* no plain fused qkv"):
+        rotate_attention_heads(normed, NAME)
+    with pytest.raises(VitqError, match="plain ViT"):
+        rotate_attention_heads(timm.create_model("mobilevit_xxs", num_classes=10), "mobilevit_xxs")

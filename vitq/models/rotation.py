@@ -62,26 +62,30 @@ def rotation_fixing_ones(width: int, seed: int) -> torch.Tensor:
     ones = torch.ones(width, 1, dtype=torch.float64) / width ** 0.5
     basis, _ = torch.linalg.qr(torch.cat([ones, torch.randn(width, width - 1, generator=gen, dtype=torch.float64)], 1))
     complement = basis[:, 1:]  # orthonormal, orthogonal to the ones vector
-    r, upper = torch.linalg.qr(torch.randn(width - 1, width - 1, generator=gen, dtype=torch.float64))
-    r = r * torch.sign(torch.diagonal(upper))  # Haar measure (QR's sign convention removed)
-    return ones @ ones.T + complement @ r @ complement.T
+    return ones @ ones.T + complement @ random_orthogonal(width - 1, gen) @ complement.T
 
 
-def _check(model: nn.Module, model_name: str) -> VisionTransformer:
+def random_orthogonal(n: int, gen: torch.Generator) -> torch.Tensor:
+    """A Haar-random ``n x n`` orthogonal matrix (float64)."""
+    r, upper = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+    return r * torch.sign(torch.diagonal(upper))  # QR's sign convention removed
+
+
+def _check(model: nn.Module, model_name: str, option: str = "rotate") -> VisionTransformer:
     if not isinstance(model, VisionTransformer):
-        raise VitqError(f"rotate rotates the residual stream of a plain ViT (timm VisionTransformer: vit_*, deit_*); "
+        raise VitqError(f"{option} rotates a plain ViT (timm VisionTransformer: vit_*, deit_*); "
                         f"{model_name} is a {type(model).__name__}")
     for name in ("norm_pre", "fc_norm", "head_drop"):
         if not isinstance(getattr(model, name, nn.Identity()), (nn.Identity, nn.Dropout)):
-            raise VitqError(f"rotate: {model_name} has a {name} layer, which the rotation does not handle")
+            raise VitqError(f"{option}: {model_name} has a {name} layer, which the rotation does not handle")
     for i, block in enumerate(model.blocks):
         for name in ("norm1", "norm2"):
             if not isinstance(getattr(block, name), nn.LayerNorm):
-                raise VitqError(f"rotate: blocks.{i}.{name} of {model_name} is not a LayerNorm")
+                raise VitqError(f"{option}: blocks.{i}.{name} of {model_name} is not a LayerNorm")
         if not isinstance(getattr(block.attn, "norm", nn.Identity()), nn.Identity):
-            raise VitqError(f"rotate: blocks.{i}.attn of {model_name} normalizes its output, which the rotation does not handle")
+            raise VitqError(f"{option}: blocks.{i}.attn of {model_name} normalizes its output, which the rotation does not handle")
     if not isinstance(model.norm, nn.LayerNorm) or not isinstance(model.head, nn.Linear):
-        raise VitqError(f"rotate: {model_name} needs a final LayerNorm and a Linear head")
+        raise VitqError(f"{option}: {model_name} needs a final LayerNorm and a Linear head")
     return model
 
 
@@ -140,10 +144,68 @@ def rotate_residual(model: nn.Module, model_name: str, seed: int = 0,
         if isinstance(p, torch.Tensor):
             centred = p.double() - p.double().mean(-1, keepdim=True)
             p.copy_((centred @ q).to(p.dtype))
+    changed_spec(rotated, vit, model_name)  # the same architecture: a checkpoint of it rebuilds from the weights alone
     change = 0.0
     if probe is not None:
         change = float((rotated(probe) - vit(probe)).abs().max())
     return rotated, RotationReport(width, seed, round(change, 6))
+
+
+@dataclass(frozen=True)
+class HeadRotationReport:
+    """The per-head rotations: heads rotated, head width, seed, and the largest float logit change on a probe."""
+
+    heads: int
+    head_dim: int
+    seed: int
+    max_logit_change: float
+
+    def summary(self) -> dict:
+        return {"heads": self.heads, "head_dim": self.head_dim, "seed": self.seed, "max_logit_change": self.max_logit_change}
+
+
+@torch.no_grad()
+def rotate_attention_heads(model: nn.Module, model_name: str, seed: int = 0,
+                           probe: torch.Tensor | None = None) -> tuple[nn.Module, HeadRotationReport]:
+    """A copy of the float ViT ``model`` with every attention head's queries and keys rotated by one random orthogonal
+    ``R`` and its values by another, ``R_v``; ``model`` is left as it was.
+
+    Why: ``q @ k^T`` and ``probs @ v`` quantize both operands, and the ``proj`` input is the values mixed by the
+    attention, all with outlier channels of their own that the residual rotation does not reach. ``(q R)(k R)^T =
+    q k^T``, and ``probs (v R_v) = (probs v) R_v`` which ``proj`` undoes (``W_proj -> W_proj R_v`` per head), so the
+    rotation folds into the ``qkv`` rows and the ``proj`` columns: exact in float, nothing added to the graph."""
+    vit = _check(model.eval(), model_name, "rotate_heads")
+    rotated = copy.deepcopy(vit)
+    gen = torch.Generator().manual_seed(seed)
+    heads = 0
+    for i, block in enumerate(rotated.blocks):
+        attn = block.attn
+        plain = all(isinstance(getattr(attn, name, nn.Identity()), nn.Identity) for name in ("q_norm", "k_norm"))
+        if not plain or getattr(attn, "gate", None) is not None or not isinstance(getattr(attn, "qkv", None), nn.Linear):
+            raise VitqError(f"rotate_heads: blocks.{i}.attn of {model_name} has no plain fused qkv (normalized or gated "
+                            "q / k / v), which the rotation does not handle")
+        n, d = attn.num_heads, attn.head_dim
+        weight = attn.qkv.weight.double().unflatten(0, (3, n, d))  # rows: (q / k / v, head, channel)
+        bias = attn.qkv.bias.double().unflatten(0, (3, n, d)) if attn.qkv.bias is not None else None
+        proj = attn.proj.weight.double().unflatten(1, (n, d))  # columns: (head, channel)
+        for h in range(n):
+            r_qk, r_v = random_orthogonal(d, gen), random_orthogonal(d, gen)
+            weight[:2, h] = r_qk.T @ weight[:2, h]  # q_h R = x W^T R = x (R^T W)^T, the same R for k_h
+            weight[2, h] = r_v.T @ weight[2, h]
+            if bias is not None:
+                bias[:2, h] = bias[:2, h] @ r_qk
+                bias[2, h] = bias[2, h] @ r_v
+            proj[:, h] = proj[:, h] @ r_v
+        attn.qkv.weight.copy_(weight.flatten(0, 2).to(attn.qkv.weight.dtype))
+        if bias is not None:
+            attn.qkv.bias.copy_(bias.flatten(0, 2).to(attn.qkv.bias.dtype))
+        attn.proj.weight.copy_(proj.flatten(1).to(attn.proj.weight.dtype))
+        heads += n
+    changed_spec(rotated, vit, model_name)
+    change = 0.0
+    if probe is not None:
+        change = float((rotated(probe) - vit(probe)).abs().max())
+    return rotated, HeadRotationReport(heads, rotated.blocks[0].attn.head_dim, seed, round(change, 6))
 
 
 # Channels per block of the online MLP rotation: the largest power of two dividing the hidden width, at most this

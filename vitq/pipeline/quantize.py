@@ -22,7 +22,7 @@ from vitq.models.families import family_for
 from vitq.models.ln_reparam import fold_ln_scales, per_channel_ln_inputs
 from vitq.models.loading import model_spec
 from vitq.models.relu_mlp import relu_mlp_model
-from vitq.models.rotation import rotate_mlp_hidden, rotate_residual
+from vitq.models.rotation import rotate_attention_heads, rotate_mlp_hidden, rotate_residual
 from vitq.models.units import Partition
 from vitq.models.wrap import float_layers_left, wrap_model
 from vitq.recipe import Recipe
@@ -44,7 +44,8 @@ class QuantizedModel:
         recon_losses: the reconstruction's per-level losses (``ReconReport.summary``), if it reconstructed.
         seconds: quantization wall time.
         meta: anything else worth keeping with a checkpoint (calibration images, data path, ...); a model
-            changed before quantization keeps the change's report under ``relu_mlp`` / ``rotate`` / ``rotate_mlp``.
+            changed before quantization keeps the change's report under ``relu_mlp`` / ``rotate`` / ``rotate_heads`` /
+            ``rotate_mlp``.
     """
 
     model: nn.Module
@@ -72,6 +73,10 @@ def quantize(model: nn.Module, model_name: str, calib_batches: Iterable[torch.Te
     if recipe.rotate:  # exact in float, so the checkpoint's weights alone rebuild it: no spec change
         model, rotation = rotate_residual(model, model_name, probe=calib_batches[0][:ROTATION_PROBE])
         meta["rotate"] = rotation.summary()
+        inplace = True
+    if recipe.rotate_heads:  # exact in float and in the weights, like ``rotate``
+        model, heads = rotate_attention_heads(model, model_name, probe=calib_batches[0][:ROTATION_PROBE])
+        meta["rotate_heads"] = heads.summary()
         inplace = True
     if recipe.relu_mlp:  # the float model itself changes: a new copy, so ``inplace`` has nothing to save
         _wrap_and_plan(copy.deepcopy(model), model_name, recipe)  # a bad plan fails before the minutes-long fit
