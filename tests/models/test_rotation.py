@@ -66,7 +66,7 @@ def test_rotated_vit_computes_the_same_logits_and_spreads_the_stream():
     rotated, report = rotate_residual(model, NAME, probe=x)
     with torch.no_grad():
         torch.testing.assert_close(rotated(x), model(x), atol=1e-4, rtol=1e-4)
-    assert report.max_logit_change < 1e-4 and report.width == 32
+    assert report.max_logit_change < 1e-4 and report.summary()["width"] == 32
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), f"the original model changed at {k}"
     norms = [m for m in rotated.modules() if isinstance(m, nn.LayerNorm)]
@@ -129,7 +129,7 @@ def test_mlp_rotation_keeps_the_float_model_and_spreads_the_hidden_activation():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = images()
     rotated, report = rotate_mlp_hidden(model, NAME, limit=32, probe=x)
-    assert report.mlps == 2 and report.block == 32 and report.max_logit_change < 1e-3
+    assert report.sizes == {"mlps": 2, "block": 32} and report.max_logit_change < 1e-3
     rotations = [b.mlp.norm for b in rotated.blocks]
     assert all(isinstance(r, HiddenRotation) for r in rotations)
     assert not torch.equal(rotations[0].signs, rotations[1].signs)  # independent random signs per MLP
@@ -172,7 +172,7 @@ def test_head_rotation_keeps_the_float_model_and_every_attention_product():
         model.blocks[0].attn.qkv.bias.normal_(0, 1.0)
     x = images()
     rotated, report = rotate_attention_heads(model, NAME, probe=x)
-    assert report.heads == 4 and report.head_dim == 16 and report.max_logit_change < 1e-4
+    assert report.sizes == {"heads": 4, "head_dim": 16} and report.max_logit_change < 1e-4
     with torch.no_grad():
         torch.testing.assert_close(rotated(x), model(x), atol=1e-4, rtol=1e-4)
     assert not torch.allclose(rotated.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight)

@@ -45,14 +45,21 @@ TOKEN_PARAMS = ("cls_token", "dist_token", "reg_token", "pos_embed")
 
 @dataclass(frozen=True)
 class RotationReport:
-    """What was rotated: stream width, seed, and the largest float logit change it caused on a probe batch."""
+    """What a rotation changed: its sizes (``width`` of the stream; ``heads`` and ``head_dim``; ``mlps`` and
+    ``block``), its seed, and the largest float logit change it caused on a probe batch."""
 
-    width: int
+    sizes: dict[str, int]
     seed: int
     max_logit_change: float
 
     def summary(self) -> dict:
-        return {"width": self.width, "seed": self.seed, "max_logit_change": self.max_logit_change}
+        return {**self.sizes, "seed": self.seed, "max_logit_change": self.max_logit_change}
+
+
+def _logit_change(rotated: nn.Module, original: nn.Module, probe: torch.Tensor | None) -> float:
+    """The largest logit difference between the two float models on ``probe`` (0 without one); rounding alone
+    should explain it."""
+    return 0.0 if probe is None else round(float((rotated(probe) - original(probe)).abs().max()), 6)
 
 
 def rotation_fixing_ones(width: int, seed: int) -> torch.Tensor:
@@ -145,28 +152,12 @@ def rotate_residual(model: nn.Module, model_name: str, seed: int = 0,
             centred = p.double() - p.double().mean(-1, keepdim=True)
             p.copy_((centred @ q).to(p.dtype))
     changed_spec(rotated, vit, model_name)  # the same architecture: a checkpoint of it rebuilds from the weights alone
-    change = 0.0
-    if probe is not None:
-        change = float((rotated(probe) - vit(probe)).abs().max())
-    return rotated, RotationReport(width, seed, round(change, 6))
-
-
-@dataclass(frozen=True)
-class HeadRotationReport:
-    """The per-head rotations: heads rotated, head width, seed, and the largest float logit change on a probe."""
-
-    heads: int
-    head_dim: int
-    seed: int
-    max_logit_change: float
-
-    def summary(self) -> dict:
-        return {"heads": self.heads, "head_dim": self.head_dim, "seed": self.seed, "max_logit_change": self.max_logit_change}
+    return rotated, RotationReport({"width": width}, seed, _logit_change(rotated, vit, probe))
 
 
 @torch.no_grad()
 def rotate_attention_heads(model: nn.Module, model_name: str, seed: int = 0,
-                           probe: torch.Tensor | None = None) -> tuple[nn.Module, HeadRotationReport]:
+                           probe: torch.Tensor | None = None) -> tuple[nn.Module, RotationReport]:
     """A copy of the float ViT ``model`` with every attention head's queries and keys rotated by one random orthogonal
     ``R`` and its values by another, ``R_v``; ``model`` is left as it was.
 
@@ -202,10 +193,8 @@ def rotate_attention_heads(model: nn.Module, model_name: str, seed: int = 0,
         attn.proj.weight.copy_(proj.flatten(1).to(attn.proj.weight.dtype))
         heads += n
     changed_spec(rotated, vit, model_name)
-    change = 0.0
-    if probe is not None:
-        change = float((rotated(probe) - vit(probe)).abs().max())
-    return rotated, HeadRotationReport(heads, rotated.blocks[0].attn.head_dim, seed, round(change, 6))
+    sizes = {"heads": heads, "head_dim": rotated.blocks[0].attn.head_dim}
+    return rotated, RotationReport(sizes, seed, _logit_change(rotated, vit, probe))
 
 
 # Channels per block of the online MLP rotation: the largest power of two dividing the hidden width, at most this
@@ -250,19 +239,6 @@ class HiddenRotation(nn.Module):
         return f"width={self.signs.numel()}, block={self.block} ({self.rows.shape[0]} x {self.cols.shape[0]})"
 
 
-@dataclass(frozen=True)
-class MlpRotationReport:
-    """The online MLP rotation: how many MLPs, block size, seed, and the largest float logit change on a probe."""
-
-    mlps: int
-    block: int
-    seed: int
-    max_logit_change: float
-
-    def summary(self) -> dict:
-        return {"mlps": self.mlps, "block": self.block, "seed": self.seed, "max_logit_change": self.max_logit_change}
-
-
 def mlp_rotation_block(width: int, limit: int = MLP_ROTATION_BLOCK) -> int:
     """The largest power of two that divides ``width`` and is at most ``limit``."""
     return min(width & -width, limit)
@@ -286,7 +262,7 @@ def add_hidden_rotations(model: nn.Module, model_name: str,
 
 @torch.no_grad()
 def rotate_mlp_hidden(model: nn.Module, model_name: str, seed: int = 0, limit: int = MLP_ROTATION_BLOCK,
-                      probe: torch.Tensor | None = None) -> tuple[nn.Module, MlpRotationReport]:
+                      probe: torch.Tensor | None = None) -> tuple[nn.Module, RotationReport]:
     """A copy of the float ``model`` with every MLP hidden activation rotated online (module docstring); ``model`` is
     left as it was. ``probe``: report the largest logit change, which float rounding alone should explain."""
     model = model.eval()
@@ -299,7 +275,5 @@ def rotate_mlp_hidden(model: nn.Module, model_name: str, seed: int = 0, limit: i
         m = rotation(torch.eye(rotation.signs.numel())).double()
         fc2.weight.copy_((fc2.weight.double() @ m).to(fc2.weight.dtype))
     changed_spec(rotated, model, model_name, mlp_rotation=limit)
-    change = 0.0
-    if probe is not None:
-        change = float((rotated(probe) - model(probe)).abs().max())
-    return rotated, MlpRotationReport(len(pairs), max(r.block for r, _ in pairs), seed, round(change, 6))
+    sizes = {"mlps": len(pairs), "block": max(r.block for r, _ in pairs)}
+    return rotated, RotationReport(sizes, seed, _logit_change(rotated, model, probe))
