@@ -278,6 +278,10 @@ def make_recipe(bits: str = "W8A8", method: str = "percentile", settings: Mappin
     return Recipe(method, calibration, qformat, recon=recon, name=name, derived=derived, **flags)
 
 
+# The rotations a plain ViT (timm VisionTransformer) takes: stream and heads folded into the weights, the MLP hidden
+# activation online (docs/reconstruction.md "Rotations inside the attention heads and the MLP")
+VIT_ROTATIONS = {"rotate": True, "rotate_heads": True, "rotate_mlp": True}
+
 # Named recipes as data (``vitq list`` shows them, ``--preset NAME`` picks one): bits, method and the
 # settings that differ from that method's defaults.
 RECIPE_PRESETS: dict[str, dict[str, Any]] = {
@@ -288,6 +292,10 @@ RECIPE_PRESETS: dict[str, dict[str, Any]] = {
     "w6a6-pfcr-fast": {"bits": "W6A6", "method": "pfcr", "summary": "PFCR, CPU-sized (minutes)"},
     "w4a4-pfcr-fast": {"bits": "W4A4", "method": "pfcr", "summary": "PFCR, CPU-sized (minutes)"},
     "w3a3-pfcr-fast": {"bits": "W3A3", "method": "pfcr", "summary": "PFCR, CPU-sized (minutes)"},
+    "w4a4-pfcr-vit": {"bits": "W4A4", "method": "pfcr", "settings": VIT_ROTATIONS,
+                      "summary": "PFCR + stream, head and MLP rotations; plain ViT/DeiT (the most accurate W4A4 measured)"},
+    "w3a3-pfcr-vit": {"bits": "W3A3", "method": "pfcr", "settings": VIT_ROTATIONS,
+                      "summary": "PFCR + stream, head and MLP rotations; plain ViT/DeiT"},
     "w4a4-pfcr-full": {"bits": "W4A4", "method": "pfcr", "settings": {"recon_preset": "full"},
                        "summary": "PFCR, paper-sized (GPU)"},
     "w3a3-pfcr-full": {"bits": "W3A3", "method": "pfcr", "settings": {"recon_preset": "full"},
