@@ -13,13 +13,14 @@ from vitq.errors import VitqError
 FP32, FP32_OPT, ORT_STATIC, VITQ_U8S8, VITQ_S8S8 = "fp32", "fp32-opt", "ort-quantize-static", "vitq-int8", "vitq-int8-s8s8"
 VITQ_INT4W = "vitq-int4w"  # <= 4-bit weights packed as int4 (opset 21): the smallest file
 VITQ_DQ_CONV = "vitq-int8-dqconv"  # float-run conv weights kept as int8 codes + DequantizeLinear (ExportOptions.float_conv_weights off)
+VITQ_STANDARD = "vitq-int8-standard"  # standard ONNX ops only (ExportOptions.contrib_ops off: SiLU as Sigmoid + Mul)
 NNCF = "nncf"  # NNCF's post-training quantization of the same fp32 graph (optional package: pip install 'vitq[peers]')
 ORT_NBITS = "ort-matmulnbits"  # onnxruntime's weight-only int4 (MatMulNBits) on the same fp32 graph (needs onnx-ir)
 INC = "inc"  # Intel Neural Compressor's ONNX static quantization of the same fp32 graph (optional package, see INC_INSTALL)
 FLOAT_VARIANTS = (FP32, FP32_OPT)
-VITQ_VARIANTS = (VITQ_U8S8, VITQ_S8S8, VITQ_INT4W, VITQ_DQ_CONV)
+VITQ_VARIANTS = (VITQ_U8S8, VITQ_S8S8, VITQ_INT4W, VITQ_DQ_CONV, VITQ_STANDARD)
 DEFAULT_VARIANTS = (FP32, FP32_OPT, ORT_STATIC, VITQ_U8S8, VITQ_S8S8)
-ALL_VARIANTS = (*DEFAULT_VARIANTS, VITQ_INT4W, VITQ_DQ_CONV, NNCF, INC, ORT_NBITS)
+ALL_VARIANTS = (*DEFAULT_VARIANTS, VITQ_INT4W, VITQ_DQ_CONV, VITQ_STANDARD, NNCF, INC, ORT_NBITS)
 # onnx-neural-compressor 1.0 pins numpy<2, which would downgrade the numpy torch runs on; it runs on numpy 2
 # (measured with 2.4), so it is installed without its pins, beside the few packages it imports
 INC_INSTALL = ("pip install --no-deps onnx-neural-compressor==1.0 onnxruntime-extensions py-cpuinfo prettytable "

@@ -46,10 +46,11 @@ def int_list(spec: str, what: str) -> tuple[int, ...]:
               help="Timed runs per variant at larger batches.")
 @click.option("--variants", "variant_spec", default=",".join(DEFAULT_VARIANTS), show_default=True,
               help=f"Variants to compare, from {', '.join(ALL_VARIANTS)} (vitq-int4w: <= 4-bit weights packed as int4; "
-                   "vitq-int8-dqconv: every conv weight as int8 codes + DequantizeLinear; nncf: NNCF's quantize on the same fp32 "
-                   "graph and calibration images, needs pip install 'vitq[peers]'; inc: Intel Neural Compressor's static "
-                   "quantizer on the same, needs onnx-neural-compressor; ort-matmulnbits: onnxruntime's weight-only int4 "
-                   "MatMulNBits on the same fp32 graph, needs pip install 'vitq[peers]').")
+                   "vitq-int8-dqconv: every conv weight as int8 codes + DequantizeLinear; vitq-int8-standard: standard "
+                   "ONNX ops only; nncf: NNCF's quantize on the same fp32 graph and calibration images, needs pip "
+                   "install 'vitq[peers]'; inc: Intel Neural Compressor's static quantizer on the same, needs "
+                   "onnx-neural-compressor; ort-matmulnbits: onnxruntime's weight-only int4 MatMulNBits on the same fp32 "
+                   "graph, needs pip install 'vitq[peers]').")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the built ONNX files (fp32 included) here (default: a temporary folder).")
 @click.option("--input-size", type=click.IntRange(min=8), default=None,

@@ -24,6 +24,9 @@ from vitq.export.options import ACTIVATION_TYPES, MIN_AGREEMENT, WEIGHT_CONTAINE
               help="Store every conv weight as int8 codes + DequantizeLinear: smallest file. By default a 3x3 (or "
                    "larger) conv that onnxruntime runs in float (depthwise, or output not quantized) gets its dequantized "
                    "float32 weight, which runs 1.1-6x faster there (same numbers).")
+@click.option("--standard-ops", is_flag=True,
+              help="Standard ONNX ops only, for runtimes other than onnxruntime. By default SiLU is written as "
+                   "onnxruntime's com.microsoft.QuickGelu, which onnxruntime cannot fuse by itself behind a quantized conv.")
 @data_option
 @click.option("--parity-images", type=click.IntRange(min=0), default=64, show_default=True,
               help="Evaluation images for the parity check; 0 skips it.")
@@ -34,7 +37,7 @@ from vitq.export.options import ACTIVATION_TYPES, MIN_AGREEMENT, WEIGHT_CONTAINE
 @click.option("--float", "as_float", is_flag=True,
               help="Write the fp32 graph of the same model (quantizers off) instead: the reference to deploy against.")
 def export_cmd(qcheckpoint: Path, output: Path, weight_container: str | None, activation_type: str, int8_conv_weights: bool,
-               data: Path | None,
+               standard_ops: bool, data: Path | None,
                parity_images: int, min_agreement: float, ort_format: bool, as_float: bool) -> None:
     """Export QCHECKPOINT (from `vitq quantize`) to OUTPUT (.onnx)."""
     check_output(output, qcheckpoint, data, suffix=".onnx")
@@ -61,8 +64,8 @@ def export_cmd(qcheckpoint: Path, output: Path, weight_container: str | None, ac
         container = weight_container or "int8"
         output.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=output.parent, prefix=".vitq-export-") as tmp:
-            exported = export_onnx(qm.model, Path(tmp) / output.name, ExportOptions(container, activation_type,
-                                                                                          not int8_conv_weights))
+            options = ExportOptions(container, activation_type, not int8_conv_weights, not standard_ops)
+            exported = export_onnx(qm.model, Path(tmp) / output.name, options)
             click.echo(f"exported {qm.model_name} {qm.recipe.bits}: {len(exported.sites)} quantized tensors, "
                        f"opset {exported.opset}, {exported.size_mb:.2f} MB ({container} weights, {activation_type} activations)")
             if exported.fallbacks:

@@ -14,6 +14,7 @@ from torch import nn
 
 from vitq.calibration import quantization_disabled
 from vitq.errors import VitqError
+from vitq.export.fusions import fuse_silu
 from vitq.export.markers import MARKER_DOMAIN, ExportMarker, Site, export_reference, fallback_quantizers, mark_quantizers
 from vitq.export.options import ExportOptions
 from vitq.export.qdq import INT4_OPSET, insert_qdq
@@ -69,6 +70,8 @@ def build_qdq_model(qmodel: nn.Module, options: ExportOptions = ExportOptions())
     model, uses_int4 = insert_qdq(torch_to_onnx(marked, input_shape(qmodel)), sites, options)
     if uses_int4:
         model = _to_int4_opset(model)
+    if options.contrib_ops:
+        fuse_silu(model)
     model.producer_name, model.doc_string = "vitq", "vitq QDQ export: learned scales/zero-points, integer weights"
     try:
         onnx.checker.check_model(model, full_check=True)

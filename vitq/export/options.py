@@ -34,8 +34,12 @@ class ExportOptions:
     numbers DequantizeLinear would produce, as a constant. onnxruntime then pre-packs it (NCHWc) as in the
     fp32 graph; behind a runtime DequantizeLinear the same conv runs 1.1-6x slower
     (``benchmarks/results/ort_op_speed.json``). The cost is 4 bytes per such weight instead of 1.
+
+    ``contrib_ops``: write SiLU as onnxruntime's ``com.microsoft.QuickGelu`` (``vitq.export.fusions``), which
+    onnxruntime cannot fuse by itself behind a DequantizeLinear. Off: standard ONNX ops only, for other runtimes.
     """
 
     weight_container: str = "int8"
     activation_type: str = "uint8"
     float_conv_weights: bool = True
+    contrib_ops: bool = True

@@ -31,6 +31,7 @@ from vitq.bench.variants import (
     VITQ_DQ_CONV,
     VITQ_INT4W,
     VITQ_S8S8,
+    VITQ_STANDARD,
     VITQ_U8S8,
     Variant,
     check_installed,
@@ -180,6 +181,8 @@ def build_variants(qmodel: nn.Module, calib_images: Sequence[torch.Tensor], work
               "calibration images", lambda p: inc_quantize(fp32, p, calib_images)),
         VITQ_DQ_CONV: ("vitq QDQ export, conv weights as int8 codes + DequantizeLinear also where the conv runs in float",
                        lambda p: export_onnx(qmodel, p, ExportOptions(float_conv_weights=False)).path),
+        VITQ_STANDARD: ("vitq QDQ export with standard ONNX ops only (SiLU as Sigmoid + Mul, no com.microsoft QuickGelu)",
+                        lambda p: export_onnx(qmodel, p, ExportOptions(contrib_ops=False)).path),
     }
     for name in names:
         if name == FP32:
