@@ -80,8 +80,8 @@ def random_orthogonal(n: int, gen: torch.Generator) -> torch.Tensor:
 
 def _check(model: nn.Module, model_name: str, option: str = "rotate") -> VisionTransformer:
     if not isinstance(model, VisionTransformer):
-        raise VitqError(f"{option} rotates a plain ViT (timm VisionTransformer: vit_*, deit_*); "
-                        f"{model_name} is a {type(model).__name__}")
+        raise VitqError(f"{option} rotates a plain ViT (timm VisionTransformer: vit_*, deit_*), not {model_name} "
+                        f"({type(model).__name__})")
     for name in ("norm_pre", "fc_norm", "head_drop"):
         if not isinstance(getattr(model, name, nn.Identity()), (nn.Identity, nn.Dropout)):
             raise VitqError(f"{option}: {model_name} has a {name} layer, which the rotation does not handle")
