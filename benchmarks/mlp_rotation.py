@@ -88,11 +88,7 @@ def main(data: Path | None, checkpoint: Path | None, blocks: str, bits_spec: str
         base = latency["fp32"].median_ms
         for name, path in files.items():
             lat = latency[name]
-            records.append({"model": DEMO_MODEL, "variant": name, "target": "cpu", "runtime": "onnxruntime",
-                            "threads": threads, "batch": 1, "latency_ms_median": round(lat.median_ms, 3),
-                            "latency_ms_p90": round(lat.p90_ms, 3), "speedup": round(base / lat.median_ms, 3),
-                            "size_mb": round(Path(path).stat().st_size / 1e6, 3),
-                            "optimized_graph_op_counts": optimized_op_counts(path)})
+            records.append(lat.file_record(DEMO_MODEL, name, path, base, threads, optimized_op_counts(path)))
             click.echo(f"{name:24s} {lat.median_ms:8.2f} ms  {base / lat.median_ms:.3f}x of fp32")
     write_results(out, records, settings={"runs": runs, "input": "uniform noise, 224 px"})
     click.echo(f"wrote {out}")

@@ -53,10 +53,7 @@ def main(files: tuple[Path, ...], model: str, image: Path | None, size: int, thr
         base = latency[str(files[0])].median_ms
         for f in files:
             lat = latency[str(f)]
-            records.append({"model": model, "variant": f.name, "file": str(f), "target": "cpu", "runtime": "onnxruntime",
-                            "threads": threads, "batch": 1, "repeat": repeat, "latency_ms_median": round(lat.median_ms, 3),
-                            "latency_ms_p90": round(lat.p90_ms, 3), "speedup": round(base / lat.median_ms, 3),
-                            "size_mb": round(f.stat().st_size / 1e6, 3), "optimized_graph_op_counts": ops[str(f)]})
+            records.append({**lat.file_record(model, f.name, f, base, threads, ops[str(f)]), "file": str(f), "repeat": repeat})
             click.echo(f"round {repeat + 1}  {f.name:40s} {lat.median_ms:8.2f} ms  {base / lat.median_ms:.3f}x")
     write_results(out, records, settings={"runs": runs, "repeats": repeats, "size": size,
                                           "input": str(image) if image else "uniform noise"})

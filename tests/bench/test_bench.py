@@ -9,6 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from tests.export.conftest import images
+from vitq.bench.measure import Latency
 from vitq.bench.runner import BenchConfig
 from vitq.bench.targets import resolve_target
 from vitq.bench.variants import DEFAULT_VARIANTS
@@ -162,3 +163,11 @@ def test_peer_variant_quantizes_the_same_fp32_graph(tiny_w8a8, tmp_path, variant
     assert expected <= ops
     out = open_session(built[variant].path).run(None, {"input": images(2).numpy()})[0]
     assert out.shape == (2, 10)
+
+
+def test_a_timed_file_record_names_its_runtime_and_speedup(tmp_path):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"x" * 2000)
+    record = Latency(median_ms=2.0, p90_ms=3.0, batch=1).file_record("m", "v", path, 5.0, 1, {"MatMul": 2})
+    assert record["runtime"] == "onnxruntime" and record["speedup"] == 2.5 and record["size_mb"] == 0.002
+    assert record["optimized_graph_op_counts"] == {"MatMul": 2} and record["batch"] == 1

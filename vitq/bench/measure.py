@@ -31,6 +31,15 @@ class Latency:
     def throughput_ips(self) -> float:
         return 1000.0 * self.batch / self.median_ms
 
+    def file_record(self, model: str, variant: str, path: Path, baseline_ms: float, threads: int,
+                    op_counts: Mapping[str, int]) -> dict:
+        """The record of one ONNX file timed on the CPU: median / p90, speedup over ``baseline_ms``, size and the op
+        counts of the graph onnxruntime runs (the A/B scripts under benchmarks/)."""
+        return {"model": model, "variant": variant, "target": "cpu", "runtime": "onnxruntime", "threads": threads,
+                "batch": self.batch, "latency_ms_median": round(self.median_ms, 3), "latency_ms_p90": round(self.p90_ms, 3),
+                "speedup": round(baseline_ms / self.median_ms, 3), "size_mb": round(Path(path).stat().st_size / 1e6, 3),
+                "optimized_graph_op_counts": dict(op_counts)}
+
 
 def interleaved_latency(sessions: Mapping[str, ort.InferenceSession], images: np.ndarray, runs: int, warmup: int = 3,
                         progress: bool = True, desc: str = "latency") -> dict[str, Latency]:
