@@ -31,7 +31,10 @@ LOW_BITS = 4
 FORMAT_KEYS = tuple(k for k in QuantConfig.field_names() if k not in ("w_bits", "a_bits", "overrides"))
 # recipe switches (true / false): a step after calibration and the opt-in model changes before wrapping
 FLAG_KEYS = ("bias_correction", "relu_mlp", "rotate", "rotate_heads", "rotate_mlp")
-RECIPE_KEYS = ("calibration", *FLAG_KEYS)
+ROTATION_KEYS = ("rotate", "rotate_heads", "rotate_mlp")
+# the seed of the rotations' random draws; its own key, so a recipe says which rotation it ran with
+MODEL_CHANGE_KEYS = (*FLAG_KEYS, "rotation_seed")
+RECIPE_KEYS = ("calibration", *MODEL_CHANGE_KEYS)
 RECON_KEYS = tuple(["recon_preset", *(f.name for f in fields(ReconConfig) if f.name not in ("preset", "seed"))])
 
 
@@ -104,6 +107,9 @@ class Recipe:
             (``vitq.models.rotation.rotate_attention_heads``): exact in float, folded into ``qkv`` and ``proj``.
         rotate_mlp: before wrapping, rotate every transformer MLP's hidden activation online (a Hadamard MatMul in
             front of ``fc2``, ``vitq.models.rotation``): exact in float, one float MatMul per block at run time.
+        rotation_seed: the seed of the rotations' random matrices and signs. Unless set, the run's seed (0 without
+            one), so repeating a run with another seed re-draws the rotations too: on DeiT-Tiny W4A4 the rotation
+            alone moves calibration-only top-1 by several points at the same KL (docs/reconstruction.md).
         name: the preset this recipe came from, if any.
         derived: ``{key: reason}`` for every value ``make_recipe`` chose rather than the user.
     """
@@ -117,6 +123,7 @@ class Recipe:
     rotate: bool = False
     rotate_heads: bool = False
     rotate_mlp: bool = False
+    rotation_seed: int = 0
     name: str | None = None
     derived: Mapping[str, str] = field(default_factory=dict)
 
@@ -127,6 +134,10 @@ class Recipe:
     @property
     def method_spec(self) -> Method:
         return get_method(self.method)
+
+    @property
+    def rotates(self) -> bool:
+        return any(getattr(self, key) for key in ROTATION_KEYS)
 
     @property
     def reconstructs(self) -> bool:
@@ -141,7 +152,8 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "method": self.method, "bits": self.bits, "calibration": self.calibration,
-                **{key: getattr(self, key) for key in FLAG_KEYS}, "format": self.format.to_dict(),
+                **{key: getattr(self, key) for key in FLAG_KEYS},
+                **({"rotation_seed": self.rotation_seed} if self.rotates else {}), "format": self.format.to_dict(),
                 "recon": self.recon.to_dict() if self.recon else None, "derived": dict(self.derived)}
 
     @classmethod
@@ -199,7 +211,7 @@ def _path(key: str) -> str:
 
 def applicable_keys(method: Method) -> list[str]:
     """The ``--set`` keys that mean something for ``method``."""
-    keys = [*FORMAT_KEYS, "overrides", *FLAG_KEYS]
+    keys = [*FORMAT_KEYS, "overrides", *MODEL_CHANGE_KEYS]
     if method.reconstructs:
         ignored = method.schedule.inapplicable()
         keys += ["calibration", *(k for k in RECON_KEYS if k not in ignored)]
@@ -275,7 +287,23 @@ def make_recipe(bits: str = "W8A8", method: str = "percentile", settings: Mappin
     for key, value in flags.items():
         if not isinstance(value, bool):
             raise VitqError(f"{key} must be true or false, got {value!r}")
-    return Recipe(method, calibration, qformat, recon=recon, name=name, derived=derived, **flags)
+    rotation_seed = _rotation_seed(settings, flags, seed, derived)
+    return Recipe(method, calibration, qformat, recon=recon, name=name, derived=derived, rotation_seed=rotation_seed, **flags)
+
+
+def _rotation_seed(settings: Mapping[str, Any], flags: Mapping[str, bool], seed: int | None, derived: dict[str, str]) -> int:
+    """``rotation_seed`` as set, else the run's ``seed`` (recorded in ``derived`` when a rotation uses it)."""
+    rotates = any(flags[k] for k in ROTATION_KEYS)
+    if "rotation_seed" in settings:
+        value = settings["rotation_seed"]
+        if not rotates:
+            raise VitqError(f"rotation_seed applies to a rotation; set one of {', '.join(ROTATION_KEYS)} to true")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise VitqError(f"rotation_seed must be an integer >= 0, got {value!r}")
+        return value
+    if rotates:
+        derived["rotation_seed"] = "the run's seed" if seed is not None else "no run seed: 0"
+    return seed or 0
 
 
 # PFCR for a plain ViT (timm VisionTransformer): the stream and head rotations folded into the weights, the MLP hidden

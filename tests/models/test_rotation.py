@@ -27,7 +27,7 @@ from vitq.models.rotation import (
 from vitq.models.wrap import float_layers_left
 from vitq.pipeline.checkpoint import load_quantized, save_quantized
 from vitq.pipeline.quantize import quantize
-from vitq.recipe import make_recipe
+from vitq.recipe import Recipe, make_recipe
 
 NAME = "deit_tiny_patch16_224"
 TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2, "num_classes": 10, "init_values": 0.5}
@@ -98,6 +98,25 @@ def test_rotate_is_a_clear_error_off_plain_vits_and_must_be_a_boolean():
         rotate_residual(hybrid, "mobilevit_xxs")
     with pytest.raises(VitqError, match="rotate must be true or false"):
         make_recipe("W8A8", "minmax", {"rotate": "yes"})
+
+
+def test_rotation_seed_follows_the_run_seed_unless_set_and_draws_other_rotations():
+    follows = make_recipe("W4A4", "pfcr", {"rotate": True}, seed=3)
+    assert follows.rotation_seed == 3 and follows.derived["rotation_seed"] == "the run's seed"
+    assert Recipe.from_dict(follows.to_dict()) == follows
+    pinned = make_recipe("W4A4", "pfcr", {"rotate": True, "rotation_seed": 0}, seed=3)
+    assert pinned.rotation_seed == 0 and "rotation_seed" not in pinned.derived
+    assert Recipe.from_dict(pinned.to_dict()).rotation_seed == 0
+    assert make_recipe("W8A8", "minmax", {"rotate_mlp": True}).rotation_seed == 0
+    with pytest.raises(VitqError, match="rotation_seed applies to a rotation"):
+        make_recipe("W8A8", "minmax", {"rotation_seed": 1})
+    with pytest.raises(VitqError, match="rotation_seed must be an integer >= 0"):
+        make_recipe("W8A8", "minmax", {"rotate": True, "rotation_seed": -1})
+    model, x = tiny_model(), images(16)
+    one, two = (quantize(model, NAME, [x], make_recipe("W8A8", "minmax", {"rotate": True, "rotation_seed": s}),
+                         progress=False) for s in (1, 2))
+    assert one.meta["rotate"]["seed"] == 1 and two.meta["rotate"]["seed"] == 2
+    assert not torch.allclose(one.model.head.weight, two.model.head.weight)
 
 
 def test_hadamard_is_orthogonal_and_the_block_divides_the_width():

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from vitq.calibration import quantization_disabled
 from vitq.errors import VitqError
@@ -140,14 +141,36 @@ def test_fisher_weights_follow_what_reaches_the_prediction(images):
     part = partition_for(qmodel, NAME)
     engine = Reconstructor(qmodel, part, schedule("pfcr"), ReconConfig(loss="fisher"), "cpu", progress=False)
     y = torch.randn(6, 17, 32, generator=torch.Generator().manual_seed(0))  # 16 patches + class token
-    last = engine.output_fisher([], y)  # after the last block only the class token reaches the head
+    last = engine.output_weights([], y)  # after the last block only the class token reaches the head
     assert last.shape == y.shape and last[:, 1:].abs().max() == 0 and (last[:, 0] > 0).any()
     torch.testing.assert_close(last.mean(), torch.tensor(1.0))
-    earlier = engine.output_fisher(part.units(1)[1:], y)  # before two more blocks, every token counts
+    earlier = engine.output_weights(part.units(1)[1:], y)  # before two more blocks, every token counts
     assert (earlier[:, 1:] > 0).float().mean() > 0.9
     engine.cfg = ReconConfig(loss="fisher_mean")  # the same weights for every sample
-    mean = engine.output_fisher(part.units(1)[1:], y)
+    mean = engine.output_weights(part.units(1)[1:], y)
     torch.testing.assert_close(mean, (earlier.mean(0, keepdim=True) / earlier.mean()).expand_as(y))
+
+
+def test_aph_weights_are_the_curvature_of_the_softened_kl_along_ones():
+    """loss="aph" on a toy tail (a linear head on the flattened output): the weights are |H 1| averaged over the
+    samples and scaled to mean 1, with H = W^T (diag(p) - p p^T) W / T^2 the Hessian of the KL at the float output."""
+    torch.manual_seed(0)
+    z = torch.randn(5, 3, 4)
+    head = torch.randn(4 * 3, 6)
+    engine = Reconstructor.__new__(Reconstructor)  # only the weights: no model needed
+    engine.cfg, engine.device, engine.model = ReconConfig(loss="aph", batch_size=2), "cpu", nn.Identity()
+    engine.tail = lambda rest: (lambda h: h.flatten(1) @ head)
+    weights = engine.output_weights([], z)
+    p = (z.flatten(1) @ head / KL_TEMPERATURE).softmax(-1)
+    curvature = torch.stack([head @ (torch.diag(pi) - torch.outer(pi, pi)) @ head.T for pi in p]) / KL_TEMPERATURE**2
+    expected = (curvature @ torch.ones(12)).abs().mean(0).reshape(3, 4)
+    torch.testing.assert_close(weights, (expected / expected.mean()).expand_as(z))
+
+
+def test_aph_loss_reconstructs_through_a_model_tail(images):
+    _, report = run("pfcr", images, ReconConfig(samples=16, iters=20, batch_size=8, lr_rounding=5e-2, loss="aph"))
+    improved = [r["after"] < r["before"] for r in report.losses]
+    assert sum(improved) >= 0.8 * len(improved), report.losses
 
 
 def test_fisher_loss_reconstructs_and_is_refused_where_undefined(images):

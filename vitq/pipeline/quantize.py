@@ -71,11 +71,11 @@ def quantize(model: nn.Module, model_name: str, calib_batches: Iterable[torch.Te
     calib_batches = list(calib_batches)
     meta: dict[str, Any] = {}
     if recipe.rotate:  # exact in float, so the checkpoint's weights alone rebuild it: no spec change
-        model, rotation = rotate_residual(model, model_name, probe=calib_batches[0][:ROTATION_PROBE])
+        model, rotation = rotate_residual(model, model_name, recipe.rotation_seed, probe=calib_batches[0][:ROTATION_PROBE])
         meta["rotate"] = rotation.summary()
         inplace = True
     if recipe.rotate_heads:  # exact in float and in the weights, like ``rotate``
-        model, heads = rotate_attention_heads(model, model_name, probe=calib_batches[0][:ROTATION_PROBE])
+        model, heads = rotate_attention_heads(model, model_name, recipe.rotation_seed, probe=calib_batches[0][:ROTATION_PROBE])
         meta["rotate_heads"] = heads.summary()
         inplace = True
     if recipe.relu_mlp:  # the float model itself changes: a new copy, so ``inplace`` has nothing to save
@@ -84,7 +84,7 @@ def quantize(model: nn.Module, model_name: str, calib_batches: Iterable[torch.Te
         meta["relu_mlp"] = change.summary()
         inplace = True
     if recipe.rotate_mlp:  # adds modules, so the spec changes and the copy is new
-        model, hidden = rotate_mlp_hidden(model, model_name, probe=calib_batches[0][:ROTATION_PROBE])
+        model, hidden = rotate_mlp_hidden(model, model_name, recipe.rotation_seed, probe=calib_batches[0][:ROTATION_PROBE])
         meta["rotate_mlp"] = hidden.summary()
         inplace = True
     spec = model_spec(model)

@@ -57,8 +57,11 @@ ANNEAL_MODES = ("level", "global")
 # so errors that reach the prediction (e.g. the class token late in a ViT) count more; ``fisher_mean`` =
 # those weights averaged over the samples (per token and channel), so no sample's weight collapses to ~0;
 # ``fisher_dplr`` = FIMA-Q's diagonal-plus-low-rank Fisher of the KL between the float prediction and the one
-# made from the quantized unit's output (``vitq.recon.curvature``), ``fisher_rank`` refreshes per unit
-LOSSES = ("mse", "fisher", "fisher_mean", "fisher_dplr")
+# made from the quantized unit's output (``vitq.recon.curvature``), ``fisher_rank`` refreshes per unit;
+# ``aph`` = APHQ-ViT's average perturbation Hessian: each element by |H 1|, the Hessian of the (temperature-softened)
+# KL to the float prediction times a uniform perturbation of the unit's output, averaged over the samples. Unlike the
+# Fisher it does not vanish where the float model is confident (its gradient is ~0 there, its curvature is not)
+LOSSES = ("mse", "fisher", "fisher_mean", "fisher_dplr", "aph")
 
 
 @dataclass(frozen=True)
@@ -92,8 +95,8 @@ class ReconConfig:
         reopen: at the start of every level after the first, move each soft rounding decided by the
             previous level back to ``h = margin`` (or ``1 - margin``) so the coarser level can still
             revise it (``LearnedRoundingQuantizer.reopen``); 0 keeps previous decisions frozen.
-        loss: ``mse``, ``fisher``, ``fisher_mean`` or ``fisher_dplr`` (``LOSSES``): how the unit's output error is
-            weighted; the Fisher losses need a partition with a classifier head (``Partition.head``) and units on
+        loss: ``mse``, ``fisher``, ``fisher_mean``, ``fisher_dplr`` or ``aph`` (``LOSSES``): how the unit's output error
+            is weighted; the Fisher and Hessian losses need a partition with a classifier head (``Partition.head``) and units on
             the residual stream.
         fisher_rank: with ``loss="fisher_dplr"``, how many times per unit (evenly over its iterations) the
             curvature is refreshed from the current quantized output, each adding one rank.

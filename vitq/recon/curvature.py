@@ -1,4 +1,5 @@
-"""Second-order output weighting for a residual-stream unit: FIMA-Q's diagonal-plus-low-rank Fisher (``fisher_dplr``).
+"""Second-order output weighting for a residual-stream unit: FIMA-Q's diagonal-plus-low-rank Fisher (``fisher_dplr``)
+and APHQ-ViT's average perturbation Hessian (``aph``, :func:`perturbation_curvature`).
 
 A unit's output error matters as far as it changes the prediction. The diagonal Fisher of ``loss="fisher"`` is
 taken at the float model, where the gradient of any divergence from the float prediction is zero, so it uses
@@ -79,3 +80,16 @@ class LowRankFisher:
             self.scale = tuple(torch.tensor(distributed.mean_over_ranks(float(v.detach()), len(out))).clamp_min(1e-30)
                                for v in (low, diag, relative))
         return self.scale[2] * (low / self.scale[0] + diag / self.scale[1]) / 2
+
+
+def perturbation_curvature(tail: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+    """``|H 1|`` per element of ``z`` (a unit's float output, requiring grad), where ``H`` is the Hessian w.r.t. ``z``
+    of the KL between the float prediction and the one ``tail`` makes from ``z``, both softened by
+    ``KL_TEMPERATURE``: how much a small uniform perturbation of the output moves the loss gradient (APHQ-ViT).
+    At ``z`` itself the KL and its gradient are zero but its curvature is not; APHQ takes the difference of two
+    gradients at ``z +- eps``, here the Hessian-vector product is exact (double backward)."""
+    logits = tail(z) / KL_TEMPERATURE
+    kl = F.kl_div(logits.log_softmax(-1), logits.detach().softmax(-1), reduction="sum")
+    (grad,) = torch.autograd.grad(kl, z, create_graph=True)
+    (hessian_ones,) = torch.autograd.grad(grad.sum(), z)
+    return hessian_ones.abs()

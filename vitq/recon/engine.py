@@ -8,9 +8,10 @@ rounding and activation step sizes, stage by stage; then advance the caches thro
 every block and the classifier head as one unit against the float logits, by KL divergence: the
 coarsest granularity there is, where only errors that change the prediction count. Layer-wise units live inside a block
 "carrier": their caches are captured with hooks while the carrier runs. With ``loss="fisher"`` each
-squared error is weighted by the float model's squared output gradient (``Reconstructor.output_fisher``;
-``fisher_mean`` averages those weights over the samples); ``fisher_dplr`` is FIMA-Q's diagonal-plus-low-rank
-Fisher of the KL from the quantized unit's output (``vitq.recon.curvature``).
+squared error is weighted by the float model's squared output gradient (``Reconstructor.output_weights``;
+``fisher_mean`` averages those weights over the samples), with ``loss="aph"`` by APHQ-ViT's average perturbation
+Hessian; ``fisher_dplr`` is FIMA-Q's diagonal-plus-low-rank Fisher of the KL from the quantized unit's output
+(``vitq.recon.curvature``).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from vitq.quant.modules import QuantConv2d, QuantLinear
 from vitq.quant.quantizer import UniformQuantizer
 from vitq.recon.cache import capture_input, capture_io, make_samples, run_batched
 from vitq.recon.config import ReconConfig, Stage
-from vitq.recon.curvature import LowRankFisher
+from vitq.recon.curvature import LowRankFisher, perturbation_curvature
 from vitq.recon.layouts import select_layouts
 from vitq.recon.resume import Position, ResumeFile, run_key
 from vitq.recon.rounding import LearnedRoundingQuantizer, attach_learned_rounding
@@ -308,27 +309,35 @@ class Reconstructor:
         return LowRankFisher(tail, self.float_logits, self.cfg.fisher_rank, self.iters, 4 * self.cfg.batch_size,
                              self.device)
 
-    def output_fisher(self, rest: list[Unit], y: torch.Tensor) -> torch.Tensor:
-        """Per-element weights for a unit whose float output is ``y``: the squared gradient of the float
-        model's cross-entropy against its own prediction, taken through the ``rest`` of the units and the
-        classifier head, scaled to mean 1 (BRECQ's diagonal Fisher, with pseudo-labels so calibration
-        needs no labels). Errors the prediction is blind to (e.g. a ViT's patch tokens after its last
-        block) get weight ~0; the weights live in CPU memory like the other caches."""
-        grads = []
+    def output_weights(self, rest: list[Unit], y: torch.Tensor) -> torch.Tensor:
+        """Per-element weights of the squared error of a unit whose float output is ``y``, scaled to mean 1 and
+        kept in CPU memory like the other caches. Both are taken through the ``rest`` of the units and the
+        classifier head of the float model, so no labels are needed:
+
+        * ``fisher`` / ``fisher_mean``: the squared gradient of the cross-entropy against the model's own
+          prediction (BRECQ's diagonal Fisher); errors the prediction is blind to (e.g. a ViT's patch tokens
+          after its last block) get weight ~0. ``fisher_mean`` averages the weights over the samples.
+        * ``aph``: APHQ-ViT's average perturbation Hessian, ``|H 1|`` averaged over the samples
+          (:func:`_perturbation_curvature`).
+        """
+        weights = []
         batch = 4 * self.cfg.batch_size
         tail = self.tail(rest)
         with quantization_disabled(self.model), torch.enable_grad():
             for i in range(0, len(y), batch):
                 z = y[i:i + batch].to(self.device).requires_grad_(True)
+                if self.cfg.loss == "aph":
+                    weights.append(perturbation_curvature(tail, z).cpu())
+                    continue
                 logits = tail(z)
                 loss = F.cross_entropy(logits, logits.detach().argmax(-1), reduction="sum")
                 (grad,) = torch.autograd.grad(loss, z)
-                grads.append(grad.pow(2).cpu())
-        fisher = torch.cat(grads)
-        if self.cfg.loss == "fisher_mean":
-            fisher = distributed.sample_mean(fisher).expand_as(fisher)
-        mean = torch.tensor(distributed.mean_over_ranks(float(fisher.mean()), len(fisher)), dtype=fisher.dtype)
-        return fisher / mean.clamp_min(1e-30)
+                weights.append(grad.pow(2).cpu())
+        weight = torch.cat(weights)
+        if self.cfg.loss in ("fisher_mean", "aph"):
+            weight = distributed.sample_mean(weight).expand_as(weight)
+        mean = torch.tensor(distributed.mean_over_ranks(float(weight.mean()), len(weight)), dtype=weight.dtype)
+        return weight / mean.clamp_min(1e-30)
 
     def fit_logits(self, unit: Unit, x_fp: torch.Tensor, x_q: torch.Tensor, bar: tqdm) -> dict:
         """The ``MODEL`` level: ``unit`` (every block) and the classifier head against the float logits.
@@ -387,7 +396,7 @@ class Reconstructor:
             elif self.selected(unit.name):
                 bar.set_description(f"{level} {unit.name}")
                 rest = carriers[index + 1:]
-                weights = self.output_fisher(rest, y_fp) if self.cfg.loss in ("fisher", "fisher_mean") else None
+                weights = self.output_weights(rest, y_fp) if self.cfg.loss in ("fisher", "fisher_mean", "aph") else None
                 curvature = self.low_rank_fisher(rest, y_fp) if self.cfg.loss == "fisher_dplr" else None
                 target = _Target(unit.name, unit, unit.modules())
                 losses.append({"level": level, **self.optimize(target, x_fp, x_q, y_fp, bar, weights, curvature)})
