@@ -30,10 +30,9 @@ from vitq.export.markers import export_reference
 from vitq.export.onnx_export import ExportOptions, export_float, export_onnx
 from vitq.export.parity import compare, torch_logits
 from vitq.export.qdq import INT4_OPSET
-from vitq.methods import get_method
 from vitq.models.loading import create_float_model
 from vitq.pipeline.quantize import quantize
-from vitq.recipe import make_recipe, parse_settings
+from vitq.recipe import Recipe, make_recipe, parse_settings
 from vitq.report.records import RESULTS_DIR
 from vitq.report.tables import text_table
 from vitq.results import write_results
@@ -54,7 +53,8 @@ COLUMNS = [("bits", "bits"), ("seed", "seed"), ("softmax_quantizer", "softmax q"
 @click.option("--bits", "bits_spec", default="W8A8,W6A6,W4A4", show_default=True, help="Comma-separated WxAy.")
 @click.option("--method", default="mse", show_default=True, help="Method of every recipe (`vitq list`).")
 @click.option("--set", "pairs", multiple=True, help="Recipe setting KEY=VALUE for every recipe, e.g. softmax_quantizer=log2.")
-@click.option("--seeds", default="0", show_default=True, help="Comma-separated reconstruction seeds (one run each).")
+@click.option("--seeds", default="0", show_default=True,
+              help="Comma-separated seeds, one run each: of the reconstruction and the rotations, where the recipe has them.")
 @click.option("--eval-limit", type=int, default=None, help="Evaluate on this many evaluation images (default: the whole split).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=RESULTS_DIR / "bench_export_parity.json",
               show_default=True, help="Results file (JSON).")
@@ -62,10 +62,7 @@ def main(data: Path | None, checkpoint: Path | None, bits_spec: str, method: str
          eval_limit: int | None, out: Path) -> None:
     """Export DeiT-Tiny at every bit-width: torch and onnxruntime accuracy, parity and file sizes."""
     logging.basicConfig(level=logging.WARNING)
-    settings = parse_settings(pairs)
-    reconstructs = get_method(method).reconstructs
-    recipes = [make_recipe(bits, method, settings, seed=int(seed) if reconstructs else None)
-               for bits in bits_spec.split(",") for seed in (seeds.split(",") if reconstructs else ["0"])]
+    recipes = recipes_for(bits_spec, method, parse_settings(pairs), [int(s) for s in seeds.split(",")])
     model = create_float_model(DEMO_MODEL, checkpoint=checkpoint or demo_checkpoint())
     data = data or demo_images()
     calib, evaluation = load_splits(data, eval_transform(model), eval_limit)
@@ -89,7 +86,7 @@ def main(data: Path | None, checkpoint: Path | None, bits_spec: str, method: str
                        round(measured["changed"].agreement, 3), "relu_mlp": qm.meta["relu_mlp"]} if recipe.relu_mlp else {}
             measured = measured["torch"]
             common = {"model": DEMO_MODEL, "dataset": str(data), "n_images": parity.n_images, "bits": recipe.bits,
-                      "seed": recipe.recon.seed if recipe.recon else None, "softmax_quantizer": recipe.format.softmax_quantizer,
+                      "seed": run_seed(recipe), "softmax_quantizer": recipe.format.softmax_quantizer,
                       "softmax_bits": recipe.format.softmax_bits or recipe.format.a_bits,
                       "exported_as_measured": not packed.fallbacks, "export_fallbacks": len(packed.fallbacks),
                       "fp32_top1": round(ort_vs_fp32.torch_top1, 3), "recipe": recipe.to_dict(), **changed}
@@ -114,6 +111,23 @@ def main(data: Path | None, checkpoint: Path | None, bits_spec: str, method: str
             write_results(out, records)
             click.echo(text_table(records[-2:], COLUMNS))
     click.echo(text_table(records, COLUMNS))
+
+
+def recipes_for(bits_spec: str, method: str, settings: dict, seeds: list[int]) -> list[Recipe]:
+    """One recipe per bit-width and seed. A seed re-draws what is random in the run: a reconstruction's samples and
+    batches, and the rotations (whose seed follows the run's unless ``rotation_seed`` is set); a recipe with neither
+    runs once."""
+    probe = make_recipe(bits_spec.split(",")[0], method, settings)
+    if not (probe.reconstructs or (probe.rotates and "rotation_seed" not in settings)):
+        seeds = [0]
+    return [make_recipe(bits, method, settings, seed=seed) for bits in bits_spec.split(",") for seed in seeds]
+
+
+def run_seed(recipe: Recipe) -> int | None:
+    """The seed a record names: the reconstruction's, else the rotations' (None when nothing was random)."""
+    if recipe.recon is not None:
+        return recipe.recon.seed
+    return recipe.rotation_seed if recipe.rotates else None
 
 
 if __name__ == "__main__":

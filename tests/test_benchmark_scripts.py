@@ -43,3 +43,12 @@ def test_hybrid_table_rejects_a_bad_setting_in_one_line_before_loading_images(ar
         "--methods", "pfcr", "--out", str(out), *args])
     assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_lowbit_export_seeds_redraw_the_reconstruction_and_the_rotations():
+    script = load_script(BENCHMARKS / "bench_export_lowbit.py")
+    rotated = script.recipes_for("W4A4", "percentile", {"rotate": True}, [0, 1])
+    assert [(r.rotation_seed, script.run_seed(r)) for r in rotated] == [(0, 0), (1, 1)]
+    assert [script.run_seed(r) for r in script.recipes_for("W4A4", "percentile", {}, [0, 1])] == [None]  # nothing random
+    pinned = script.recipes_for("W4A4", "pfcr", {"rotate": True, "rotation_seed": 0}, [0, 1])
+    assert [(r.rotation_seed, script.run_seed(r)) for r in pinned] == [(0, 0), (0, 1)]
