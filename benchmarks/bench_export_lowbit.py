@@ -92,12 +92,14 @@ def main(data: Path | None, checkpoint: Path | None, bits_spec: str, method: str
                       "fp32_top1": round(ort_vs_fp32.torch_top1, 3), "recipe": recipe.to_dict(), **changed}
             records.append({**common, "method": recipe.method, "runtime": "torch", "top1": round(measured.top1, 3),
                             "top5": round(measured.top5, 3), "drop": round(ort_vs_fp32.torch_top1 - measured.top1, 3),
+                            "drop_se": round(measured.drop_se, 3),
                             "agreement": round(measured.agreement, 3), "kl": round(measured.kl, 4)})
             records.append({
                 **common, "method": f"{recipe.method}+onnx-export", "runtime": "onnxruntime",
                 "top1": round(parity.ort_top1, 3), "torch_top1": round(measured.top1, 3),
                 "export_reference_top1": round(parity.torch_top1, 3),
-                "drop": round(ort_vs_fp32.torch_top1 - parity.ort_top1, 3), "agreement": round(ort_vs_fp32.agreement, 3),
+                "drop": round(ort_vs_fp32.torch_top1 - parity.ort_top1, 3), "drop_se": round(ort_vs_fp32.drop_se, 3),
+                "agreement": round(ort_vs_fp32.agreement, 3),
                 "agreement_with_torch": round(parity.agreement, 3),
                 "agreement_with_torch_float64": round(parity.exact_agreement, 3),
                 "torch_float32_vs_float64": round(parity.float32_agreement, 3), "parity_passed": parity.passes(),

@@ -1,10 +1,12 @@
 """Side-by-side evaluation: several models on the same batches, paired against a reference.
 
 Paired numbers (top-1 agreement with fp32, mean KL of the logits) are far tighter than the
-difference of two top-1 figures on a small set, so every report carries them.
+difference of two top-1 figures on a small set, so every report carries them, and the standard error of
+the top-1 drop (:func:`paired_drop_se`) says how far the drop itself can be trusted.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
@@ -25,6 +27,7 @@ class EvalResult:
     top5: float
     agreement: float
     kl: float
+    drop_se: float = 0.0  # points: standard error of the top-1 drop against the reference (paired_drop_se)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -37,6 +40,16 @@ class _Tally:
     top5: int = 0
     agree: int = 0
     kl: float = 0.0
+    reference_only: int = 0  # images the reference gets right and this model wrong
+    own_only: int = 0  # ... and the other way round
+
+
+def paired_drop_se(n: int, reference_only: int, own_only: int) -> float:
+    """Standard error, in points, of a model's top-1 drop against a reference on the same ``n`` images: only the
+    images exactly one of the two gets right move the drop (the paired, McNemar view). On DeiT-Tiny's 875 images a
+    W4A4 model that agrees with fp32 on 82 % has about 1.3 points, so two drops 2 points apart are not told apart."""
+    d = reference_only - own_only
+    return 100.0 * math.sqrt(max(reference_only + own_only - d * d / n, 0.0)) / n
 
 
 @torch.no_grad()
@@ -71,16 +84,22 @@ def evaluate(
             t.top1 += int((top5[:, 0] == y).sum())
             t.top5 += int((top5 == y[:, None]).any(dim=-1).sum())
             t.agree += int((out.argmax(-1) == ref.argmax(-1)).sum())
+            own_ok, ref_ok = top5[:, 0] == y, ref.argmax(-1) == y
+            t.reference_only += int((ref_ok & ~own_ok).sum())
+            t.own_only += int((own_ok & ~ref_ok).sum())
             logp = F.log_softmax(out, dim=-1)
             t.kl += float((ref_logp.exp() * (ref_logp - logp)).sum())
     if distributed.active():  # under torchrun: the tallies of every rank's images
         for t in tallies.values():
-            n, top1, top5, agree, t.kl = distributed.sum_over_ranks(t.n, t.top1, t.top5, t.agree, t.kl)
+            n, top1, top5, agree, t.kl, ref_only, own_only = distributed.sum_over_ranks(
+                t.n, t.top1, t.top5, t.agree, t.kl, t.reference_only, t.own_only)
             t.n, t.top1, t.top5, t.agree = int(n), int(top1), int(top5), int(agree)
+            t.reference_only, t.own_only = int(ref_only), int(own_only)
     if next(iter(tallies.values())).n == 0:
         raise ValueError("no images to evaluate")
     return {
-        name: EvalResult(t.n, 100.0 * t.top1 / t.n, 100.0 * t.top5 / t.n, 100.0 * t.agree / t.n, t.kl / t.n)
+        name: EvalResult(t.n, 100.0 * t.top1 / t.n, 100.0 * t.top5 / t.n, 100.0 * t.agree / t.n, t.kl / t.n,
+                         paired_drop_se(t.n, t.reference_only, t.own_only))
         for name, t in tallies.items()
     }
 

@@ -32,3 +32,5 @@ def test_deit_tiny_w8a8_onnxruntime_matches_torch(tmp_path):
     assert report.agreement >= 90.0
     assert report.mean_abs_logit_error < 0.1
     assert abs(report.ort_top1 - report.torch_top1) <= 6.3
+    differ = report.n_images * (100.0 - report.agreement) / 100.0  # only images the two classify apart move the drop
+    assert 0.0 <= report.drop_se <= 100.0 * differ ** 0.5 / report.n_images + 1e-9

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from vitq.errors import VitqError
+from vitq.evaluate import paired_drop_se
 from vitq.export.options import CODE_TOLERANCE, FALSE_ALARM, MAX_CODES_OFF, MAX_HISTOGRAM_SHIFT, MIN_AGREEMENT
 from vitq.export.runtime import open_session, run
 from vitq.quant.quantizer import Quantizer
@@ -144,6 +145,7 @@ class ParityReport:
     float32_flips: int | None = None  # the same for torch float32
     nodes: list[NodeCodes] = field(default_factory=list)  # per QuantizeLinear node, graph order; empty: codes not compared
     code_images: int = 0  # images the codes were compared on
+    drop_se: float | None = None  # points, with labels: standard error of ORT's top-1 drop against the reference
 
     def __post_init__(self) -> None:
         if self.flips is None:
@@ -263,7 +265,7 @@ def compare(onnx_path: str | Path, reference: nn.Module, batches: Iterable,
             coded += k
     else:
         logits = reference_logits if reference_logits is not None else torch_logits(reference, batches)
-    n = agree = agree_exact = agree_float32 = ort_ok = torch_ok = 0
+    n = agree = agree_exact = agree_float32 = ort_ok = torch_ok = torch_only = ort_only = 0
     labelled = True
     err_max, err_sum, err_count = 0.0, 0.0, 0
     for batch, t, t64 in zip(batches, logits.float32, logits.float64):
@@ -278,14 +280,16 @@ def compare(onnx_path: str | Path, reference: nn.Module, batches: Iterable,
         if y is None:
             labelled = False
         else:
-            ort_ok += int((o.argmax(1) == y.numpy()).sum())
-            torch_ok += int((t.argmax(1) == y.numpy()).sum())
+            ort_right, torch_right = o.argmax(1) == y.numpy(), t.argmax(1) == y.numpy()
+            ort_ok, torch_ok = ort_ok + int(ort_right.sum()), torch_ok + int(torch_right.sum())
+            torch_only, ort_only = torch_only + int((torch_right & ~ort_right).sum()), ort_only + int((ort_right & ~torch_right).sum())
     if n == 0:
         raise VitqError("parity check needs at least one image")
     return ParityReport(n, 100.0 * agree / n, 100.0 * agree_exact / n, 100.0 * agree_float32 / n, err_max, err_sum / err_count,
                         100.0 * ort_ok / n if labelled else None, 100.0 * torch_ok / n if labelled else None,
                         flips=n - agree_exact, float32_flips=n - agree_float32,
-                        nodes=probe.nodes() if probe else [], code_images=probe.images if probe else 0)
+                        nodes=probe.nodes() if probe else [], code_images=probe.images if probe else 0,
+                        drop_se=paired_drop_se(n, torch_only, ort_only) if labelled else None)
 
 
 def check_parity(onnx_path: str | Path, reference: nn.Module, batches: Iterable, min_agreement: float = MIN_AGREEMENT,

@@ -64,6 +64,7 @@ class AccuracyRun:
             "fp32_top1": round(self.fp32.top1, 3),
             "fp32_top5": round(self.fp32.top5, 3),
             "drop": round(self.fp32.top1 - self.quantized.top1, 3),
+            "drop_se": round(self.quantized.drop_se, 3),
             "agreement": round(self.quantized.agreement, 3),
             "kl": round(self.quantized.kl, 5),
             "runtime": "torch",  # fake-quant in torch; exported-model accuracy comes from onnxruntime (vitq bench)
