@@ -21,7 +21,7 @@ log = logging.getLogger("vitq")
 data_option = click.option("--data", type=click.Path(path_type=Path), default=None,
                            help="Image folder or CIFAR-10 tar. Default: the bundled sample.")
 seed_option = click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
-                           help="Seeds torch, numpy and random.")
+                           help="Seeds torch, numpy and random, the reconstruction and the rotations (unless rotation_seed is set).")
 device_option = click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
 batch_option = click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
                             help="Images per batch (loading, calibration, evaluation).")
