@@ -86,7 +86,7 @@ def main(data: Path | None, checkpoint: Path | None, bits_spec: str, method: str
                        round(measured["changed"].agreement, 3), "relu_mlp": qm.meta["relu_mlp"]} if recipe.relu_mlp else {}
             measured = measured["torch"]
             common = {"model": DEMO_MODEL, "dataset": str(data), "n_images": parity.n_images, "bits": recipe.bits,
-                      "seed": run_seed(recipe), "softmax_quantizer": recipe.format.softmax_quantizer,
+                      "seed": recipe.seed, "softmax_quantizer": recipe.format.softmax_quantizer,
                       "softmax_bits": recipe.format.softmax_bits or recipe.format.a_bits,
                       "exported_as_measured": not packed.fallbacks, "export_fallbacks": len(packed.fallbacks),
                       "fp32_top1": round(ort_vs_fp32.torch_top1, 3), "recipe": recipe.to_dict(), **changed}
@@ -116,20 +116,14 @@ def main(data: Path | None, checkpoint: Path | None, bits_spec: str, method: str
 
 
 def recipes_for(bits_spec: str, method: str, settings: dict, seeds: list[int]) -> list[Recipe]:
-    """One recipe per bit-width and seed. A seed re-draws what is random in the run: a reconstruction's samples and
-    batches, and the rotations (whose seed follows the run's unless ``rotation_seed`` is set); a recipe with neither
-    runs once."""
-    probe = make_recipe(bits_spec.split(",")[0], method, settings)
-    if not (probe.reconstructs or (probe.rotates and "rotation_seed" not in settings)):
-        seeds = [0]
-    return [make_recipe(bits, method, settings, seed=seed) for bits in bits_spec.split(",") for seed in seeds]
-
-
-def run_seed(recipe: Recipe) -> int | None:
-    """The seed a record names: the reconstruction's, else the rotations' (None when nothing was random)."""
-    if recipe.recon is not None:
-        return recipe.recon.seed
-    return recipe.rotation_seed if recipe.rotates else None
+    """One recipe per bit-width and seed. A seed re-draws what is random in the run (``Recipe.seed``): a
+    reconstruction's samples and batches, and the rotations (whose seed follows the run's unless ``rotation_seed`` is
+    set); a recipe with neither runs once."""
+    recipes = []
+    for bits in bits_spec.split(","):
+        runs = [make_recipe(bits, method, settings, seed=seed) for seed in seeds]
+        recipes += runs if runs[0].seed is not None else runs[:1]
+    return recipes
 
 
 if __name__ == "__main__":

@@ -42,11 +42,13 @@ def peak_rss_mb() -> float:
 @click.option("--pos", "pos_list", default=None, help="Comma-separated POS variants to run for pfcr (ablation).")
 @click.option("--set", "sets", multiple=True, help="Recipe setting KEY=VALUE for the reconstruction methods, e.g. iters=40.")
 @click.option("--quant", "quant_sets", multiple=True, help="Recipe setting KEY=VALUE for every method, e.g. ln_reparam=false.")
+@click.option("--seeds", default="0", show_default=True,
+              help="Comma-separated seeds, one run each: of the reconstruction and of any rotation (rotation_seed follows).")
 @click.option("--eval-limit", type=int, default=None, help="Evaluate on this many evaluation images.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Results file (JSON).")
 def main(data: Path | None, methods: str, bits_spec: str, preset: str, pos_list: str | None, sets: tuple[str, ...],
-         quant_sets: tuple[str, ...], eval_limit: int | None, device: str, out: Path) -> None:
+         quant_sets: tuple[str, ...], seeds: str, eval_limit: int | None, device: str, out: Path) -> None:
     """Methods x bit-widths on DeiT-Tiny, each paired against fp32 on the same evaluation images."""
     logging.basicConfig(level=logging.WARNING)
     common, recon = parse_settings(quant_sets), {"recon_preset": preset, **parse_settings(sets)}
@@ -56,7 +58,8 @@ def main(data: Path | None, methods: str, bits_spec: str, preset: str, pos_list:
             reconstructs = get_method(method).reconstructs
             for pos in (pos_list.split(",") if pos_list and method == "pfcr" else [None]):
                 settings = {**common, **(recon if reconstructs else {}), **({"pos": pos} if pos else {})}
-                recipes.append(make_recipe(bits, method, settings, seed=0))
+                runs = [make_recipe(bits, method, settings, seed=int(seed)) for seed in seeds.split(",")]
+                recipes += runs if runs[0].seed is not None else runs[:1]  # nothing random: one run
     model = create_float_model(DEMO_MODEL, checkpoint=demo_checkpoint())
     data = data or demo_images()
     calib, evaluation = load_splits(data, eval_transform(model), eval_limit)
@@ -64,7 +67,7 @@ def main(data: Path | None, methods: str, bits_spec: str, preset: str, pos_list:
     for recipe in recipes:
         torch.manual_seed(0)
         _, run = quantize_and_evaluate(model, DEMO_MODEL, recipe, calib, evaluation, dataset=str(data), device=device)
-        record = {**run.record(), "peak_rss_mb": round(peak_rss_mb(), 1), "threads": torch.get_num_threads()}
+        record = {**run.record(), "seed": recipe.seed, "peak_rss_mb": round(peak_rss_mb(), 1), "threads": torch.get_num_threads()}
         records.append(record)
         write_results(out, records)
         pos = recipe.recon.pos if recipe.recon else ""

@@ -48,7 +48,7 @@ def test_hybrid_table_rejects_a_bad_setting_in_one_line_before_loading_images(ar
 def test_lowbit_export_seeds_redraw_the_reconstruction_and_the_rotations():
     script = load_script(BENCHMARKS / "bench_export_lowbit.py")
     rotated = script.recipes_for("W4A4", "percentile", {"rotate": True}, [0, 1])
-    assert [(r.rotation_seed, script.run_seed(r)) for r in rotated] == [(0, 0), (1, 1)]
-    assert [script.run_seed(r) for r in script.recipes_for("W4A4", "percentile", {}, [0, 1])] == [None]  # nothing random
+    assert [(r.rotation_seed, r.seed) for r in rotated] == [(0, 0), (1, 1)]
+    assert [r.seed for r in script.recipes_for("W4A4", "percentile", {}, [0, 1])] == [None]  # nothing random: one run
     pinned = script.recipes_for("W4A4", "pfcr", {"rotate": True, "rotation_seed": 0}, [0, 1])
-    assert [(r.rotation_seed, script.run_seed(r)) for r in pinned] == [(0, 0), (0, 1)]
+    assert [(r.rotation_seed, r.seed) for r in pinned] == [(0, 0), (0, 1)]

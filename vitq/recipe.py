@@ -140,6 +140,14 @@ class Recipe:
         return any(getattr(self, key) for key in ROTATION_KEYS)
 
     @property
+    def seed(self) -> int | None:
+        """The seed of what is random in a run of this recipe: the reconstruction's, else the rotations' (``None``:
+        nothing is, so another seed repeats the same run)."""
+        if self.recon is not None:
+            return self.recon.seed
+        return self.rotation_seed if self.rotates else None
+
+    @property
     def reconstructs(self) -> bool:
         return self.recon is not None
 
