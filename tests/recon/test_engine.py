@@ -16,6 +16,7 @@ from vitq.models.families import partition_for
 from vitq.models.units import activation_after
 from vitq.quant.config import QuantConfig
 from vitq.recipe import make_recipe
+from vitq.recon import engine as engine_module
 from vitq.recon.config import ReconConfig
 from vitq.recon.curvature import KL_TEMPERATURE, LowRankFisher
 from vitq.recon.engine import Reconstructor, check_plan, reconstruct
@@ -151,7 +152,7 @@ def test_fisher_weights_follow_what_reaches_the_prediction(images):
     torch.testing.assert_close(mean, (earlier.mean(0, keepdim=True) / earlier.mean()).expand_as(y))
 
 
-def test_aph_weights_are_the_curvature_of_the_softened_kl_along_ones():
+def test_aph_weights_are_the_curvature_of_the_softened_kl_along_ones(monkeypatch):
     """loss="aph" on a toy tail (a linear head on the flattened output): the weights are |H 1| averaged over the
     samples and scaled to mean 1, with H = W^T (diag(p) - p p^T) W / T^2 the Hessian of the KL at the float output."""
     torch.manual_seed(0)
@@ -165,6 +166,9 @@ def test_aph_weights_are_the_curvature_of_the_softened_kl_along_ones():
     curvature = torch.stack([head @ (torch.diag(pi) - torch.outer(pi, pi)) @ head.T for pi in p]) / KL_TEMPERATURE**2
     expected = (curvature @ torch.ones(12)).abs().mean(0).reshape(3, 4)
     torch.testing.assert_close(weights, (expected / expected.mean()).expand_as(z))
+    monkeypatch.setattr(engine_module, "APH_SAMPLES", 2)  # averaged over the first samples, one weight for all
+    first = (curvature[:2] @ torch.ones(12)).abs().mean(0).reshape(3, 4)
+    torch.testing.assert_close(engine.output_weights([], z), (first / first.mean()).expand_as(z))
 
 
 def test_aph_loss_reconstructs_through_a_model_tail(images):
