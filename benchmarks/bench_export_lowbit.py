@@ -32,7 +32,7 @@ from vitq.export.parity import compare, torch_logits
 from vitq.export.qdq import INT4_OPSET
 from vitq.models.loading import create_float_model
 from vitq.pipeline.quantize import quantize
-from vitq.recipe import Recipe, make_recipe, parse_settings
+from vitq.recipe import Recipe, parse_settings, seeded_recipes
 from vitq.report.records import RESULTS_DIR
 from vitq.report.tables import text_table
 from vitq.results import write_results
@@ -119,11 +119,7 @@ def recipes_for(bits_spec: str, method: str, settings: dict, seeds: list[int]) -
     """One recipe per bit-width and seed. A seed re-draws what is random in the run (``Recipe.seed``): a
     reconstruction's samples and batches, and the rotations (whose seed follows the run's unless ``rotation_seed`` is
     set); a recipe with neither runs once."""
-    recipes = []
-    for bits in bits_spec.split(","):
-        runs = [make_recipe(bits, method, settings, seed=seed) for seed in seeds]
-        recipes += runs if runs[0].seed is not None else runs[:1]
-    return recipes
+    return [recipe for bits in bits_spec.split(",") for recipe in seeded_recipes(bits, method, settings, seeds)]
 
 
 if __name__ == "__main__":

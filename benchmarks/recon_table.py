@@ -24,7 +24,7 @@ from vitq.assets import DEMO_MODEL, demo_checkpoint, demo_images
 from vitq.methods import get_method
 from vitq.models.loading import create_float_model
 from vitq.pipeline.workflow import ACCURACY_COLUMNS, quantize_and_evaluate
-from vitq.recipe import make_recipe, parse_settings
+from vitq.recipe import parse_settings, seeded_recipes
 from vitq.report.tables import text_table
 from vitq.results import write_results
 
@@ -58,8 +58,7 @@ def main(data: Path | None, methods: str, bits_spec: str, preset: str, pos_list:
             reconstructs = get_method(method).reconstructs
             for pos in (pos_list.split(",") if pos_list and method == "pfcr" else [None]):
                 settings = {**common, **(recon if reconstructs else {}), **({"pos": pos} if pos else {})}
-                runs = [make_recipe(bits, method, settings, seed=int(seed)) for seed in seeds.split(",")]
-                recipes += runs if runs[0].seed is not None else runs[:1]  # nothing random: one run
+                recipes += seeded_recipes(bits, method, settings, [int(seed) for seed in seeds.split(",")])
     model = create_float_model(DEMO_MODEL, checkpoint=demo_checkpoint())
     data = data or demo_images()
     calib, evaluation = load_splits(data, eval_transform(model), eval_limit)

@@ -299,6 +299,13 @@ def make_recipe(bits: str = "W8A8", method: str = "percentile", settings: Mappin
     return Recipe(method, calibration, qformat, recon=recon, name=name, derived=derived, rotation_seed=rotation_seed, **flags)
 
 
+def seeded_recipes(bits: str, method: str, settings: Mapping[str, Any], seeds: list[int]) -> list[Recipe]:
+    """``make_recipe`` once per seed; a recipe with nothing random in it (``Recipe.seed`` is ``None``) once in all,
+    since another seed would repeat the same run."""
+    runs = [make_recipe(bits, method, settings, seed=seed) for seed in seeds]
+    return runs if runs[0].seed is not None else runs[:1]
+
+
 def _rotation_seed(settings: Mapping[str, Any], flags: Mapping[str, bool], seed: int | None, derived: dict[str, str]) -> int:
     """``rotation_seed`` as set, else the run's ``seed`` (recorded in ``derived`` when a rotation uses it)."""
     rotates = any(flags[k] for k in ROTATION_KEYS)
