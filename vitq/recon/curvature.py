@@ -82,6 +82,16 @@ class LowRankFisher:
         return self.scale[2] * (low / self.scale[0] + diag / self.scale[1]) / 2
 
 
+def squared_gradient(tail: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+    """The squared gradient w.r.t. ``z`` (a unit's float output, requiring grad) of the cross-entropy of the
+    prediction ``tail`` makes from ``z`` against its own top class: BRECQ's diagonal Fisher, with pseudo-labels so
+    calibration needs no labels (``loss="fisher"``)."""
+    logits = tail(z)
+    loss = F.cross_entropy(logits, logits.detach().argmax(-1), reduction="sum")
+    (grad,) = torch.autograd.grad(loss, z)
+    return grad.pow(2)
+
+
 def perturbation_curvature(tail: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor) -> torch.Tensor:
     """``|H 1|`` per element of ``z`` (a unit's float output, requiring grad), where ``H`` is the Hessian w.r.t. ``z``
     of the KL between the float prediction and the one ``tail`` makes from ``z``, both softened by

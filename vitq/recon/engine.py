@@ -34,7 +34,7 @@ from vitq.quant.modules import QuantConv2d, QuantLinear
 from vitq.quant.quantizer import UniformQuantizer
 from vitq.recon.cache import capture_input, capture_io, make_samples, run_batched
 from vitq.recon.config import ReconConfig, Stage
-from vitq.recon.curvature import LowRankFisher, perturbation_curvature
+from vitq.recon.curvature import LowRankFisher, perturbation_curvature, squared_gradient
 from vitq.recon.layouts import select_layouts
 from vitq.recon.resume import Position, ResumeFile, run_key
 from vitq.recon.rounding import LearnedRoundingQuantizer, attach_learned_rounding
@@ -320,7 +320,7 @@ class Reconstructor:
         classifier head of the float model, so no labels are needed:
 
         * ``fisher`` / ``fisher_mean``: the squared gradient of the cross-entropy against the model's own
-          prediction (BRECQ's diagonal Fisher); errors the prediction is blind to (e.g. a ViT's patch tokens
+          prediction (BRECQ's diagonal Fisher, :func:`squared_gradient`); errors the prediction is blind to (e.g. a ViT's patch tokens
           after its last block) get weight ~0. ``fisher_mean`` averages the weights over the samples.
         * ``aph``: APHQ-ViT's average perturbation Hessian, ``|H 1|`` averaged over the first ``APH_SAMPLES``
           samples (:func:`perturbation_curvature`).
@@ -328,19 +328,13 @@ class Reconstructor:
         weights = []
         batch = 4 * self.cfg.batch_size
         tail = self.tail(rest)
-        source = y[:APH_SAMPLES] if self.cfg.loss == "aph" else y
+        aph = self.cfg.loss == "aph"
+        weigh, source = (perturbation_curvature, y[:APH_SAMPLES]) if aph else (squared_gradient, y)
         with quantization_disabled(self.model), torch.enable_grad():
             for i in range(0, len(source), batch):
-                z = source[i:i + batch].to(self.device).requires_grad_(True)
-                if self.cfg.loss == "aph":
-                    weights.append(perturbation_curvature(tail, z).cpu())
-                    continue
-                logits = tail(z)
-                loss = F.cross_entropy(logits, logits.detach().argmax(-1), reduction="sum")
-                (grad,) = torch.autograd.grad(loss, z)
-                weights.append(grad.pow(2).cpu())
+                weights.append(weigh(tail, source[i:i + batch].to(self.device).requires_grad_(True)).cpu())
         weight = torch.cat(weights)
-        if self.cfg.loss in ("fisher_mean", "aph"):
+        if aph or self.cfg.loss == "fisher_mean":
             weight = distributed.sample_mean(weight).expand(len(y), *weight.shape[1:])
         mean = torch.tensor(distributed.mean_over_ranks(float(weight.mean()), len(weight)), dtype=weight.dtype)
         return weight / mean.clamp_min(1e-30)
