@@ -30,3 +30,19 @@ def test_save_load_round_trip(tmp_path):
     assert loaded.recon_losses == qm.recon_losses
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(x), qmodel.eval()(x))
+
+
+def test_checkpoint_from_before_learned_weight_scales_loads(tmp_path):
+    """A checkpoint written before ``grid_scale`` existed: its codes are relative to ``scale``."""
+    model = create_float_model(NAME)
+    images = [torch.randn(4, 3, 224, 224)]
+    recipe = make_recipe("W4A4", "brecq", {"calibration": "minmax", "recon_preset": "ci", "samples": 4, "iters": 3,
+                                           "units": ["blocks.0"]})
+    qm = quantize(model, NAME, images, recipe, progress=False)
+    path = save_quantized(tmp_path / "q.pt", qm)
+    payload = torch.load(path, weights_only=False)
+    payload["state_dict"] = {k: v for k, v in payload["state_dict"].items() if not k.endswith("grid_scale")}
+    torch.save(payload, path)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(load_quantized(path).model(x), qm.model.eval()(x))

@@ -71,6 +71,22 @@ def test_learned_rounding_is_consistent_with_integer_codes(images):
     assert (codes != nearest).any(), "reconstruction should flip some rounding decisions"
 
 
+def test_learned_weight_scales_rescale_the_codes_of_the_calibrated_grid(images):
+    calibrated = tiny_wrapped(MSE_W3A4, images)
+    grid = calibrated.blocks[0].mlp.fc1.weight_quant.scale.detach().clone()
+    fixed, _ = run("pfcr", images)
+    learned, _ = run("pfcr", images, dataclasses.replace(CFG, lr_weight_scale=2e-2))
+    assert torch.equal(fixed.blocks[0].mlp.fc1.weight_quant.scale, fixed.blocks[0].mlp.fc1.weight_quant.grid_scale)
+    layer = learned.blocks[0].mlp.fc1
+    q = layer.weight_quant
+    torch.testing.assert_close(q.grid_scale, grid)  # the rounding stays relative to the calibrated grid
+    assert not torch.allclose(q.scale, grid) and not q.scale.requires_grad
+    codes = q.to_int(layer.weight)
+    torch.testing.assert_close((codes - q.zero_point[:, None]) * q.scale[:, None], q(layer.weight))
+    nearest = torch.round(layer.weight / grid[:, None]).clamp(q.grid.qmin, q.grid.qmax)
+    assert ((codes - nearest).abs() <= 1).all()
+
+
 def test_deterministic_with_seed(images):
     a, _ = run("pfcr", images)
     b, _ = run("pfcr", images)

@@ -54,6 +54,15 @@ def quantizer_problem(model: nn.Module) -> str | None:
     return None
 
 
+def with_grid_scales(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state_dict`` with the ``grid_scale`` of every learned-rounding weight quantizer saved before it had one:
+    its codes were then relative to its (never learned) ``scale``."""
+    rounded = [k.removesuffix(".rounding") for k in state_dict if k.endswith("weight_quant.rounding")]
+    missing = {f"{p}.grid_scale": state_dict[f"{p}.scale"] for p in rounded
+               if f"{p}.grid_scale" not in state_dict and f"{p}.scale" in state_dict}
+    return {**state_dict, **missing} if missing else state_dict
+
+
 def save_quantized(path: str | Path, qm: QuantizedModel, meta: dict[str, Any] | None = None) -> Path:
     """Write ``qm`` atomically; ``meta`` (and ``qm.meta``) is kept in the header for ``vitq eval``.
 
@@ -186,11 +195,11 @@ def _rebuild(payload: dict[str, Any], recipe: Recipe, path: Path) -> QuantizedMo
         raise _Damaged(f"invalid quantizer layouts ({type(e).__name__}: {str(e)[:150]})") from None
     if recipe.reconstructs:
         attach_learned_rounding(qmodel)
-    problem = state_dict_mismatch(qmodel.state_dict(), payload["state_dict"])
+    problem = state_dict_mismatch(qmodel.state_dict(), with_grid_scales(payload["state_dict"]))
     if problem:
         raise _Damaged(f"its state dict does not fit {model_name} {recipe.bits}: {problem}")
     try:
-        qmodel.load_state_dict(payload["state_dict"], strict=True)
+        qmodel.load_state_dict(with_grid_scales(payload["state_dict"]), strict=True)
     except RuntimeError as e:
         raise _Damaged(f"its state dict does not load into {model_name}: {str(e).strip().splitlines()[-1][:200]}") from None
     problem = quantizer_problem(qmodel)

@@ -87,6 +87,10 @@ class ReconConfig:
             the exported bias) at the model level; 0 keeps biases fixed there.
         lr_rounding: Adam learning rate of the rounding logits V.
         lr_act: Adam learning rate of activation step sizes, relative to each initial step size.
+        lr_weight_scale: Adam learning rate of the per-channel weight step sizes, relative to each layer's mean
+            step size, learned beside the rounding wherever it is learned; the codes stay on the calibrated grid
+            (``LearnedRoundingQuantizer.grid_scale``), so a learned step rescales them. 0 keeps the calibrated
+            (at <= 4-bit weights MSE-searched) step sizes.
         round_weight: weight of the rounding regularizer against the relative reconstruction MSE.
         beta: (start, end) exponent of the rounding regularizer, annealed after ``warmup``.
         warmup: fraction of each level's iterations without the regularizer.
@@ -117,6 +121,7 @@ class ReconConfig:
     pos: str = DEFAULT_POS
     lr_rounding: float = 3e-2
     lr_act: float = 2e-3
+    lr_weight_scale: float = 0.0
     lr_bias: float = 0.0
     round_weight: float = 1e-2
     beta: tuple[float, float] = (20.0, 2.0)
@@ -136,6 +141,8 @@ class ReconConfig:
             raise VitqError(f"coarsest level must be a power of two >= 1 blocks, got {self.coarsest}")
         if min(self.samples, self.iters, self.batch_size, self.fisher_rank) < 1 or self.model_iters < 0:
             raise VitqError("samples, iters, batch_size and fisher_rank must be positive and model_iters >= 0")
+        if min(self.lr_rounding, self.lr_act, self.lr_weight_scale, self.lr_bias) < 0:
+            raise VitqError("learning rates must be >= 0")
         if not 0.0 <= self.warmup < 1.0:
             raise VitqError(f"warmup must be in [0, 1), got {self.warmup}")
         if not 0.0 <= self.reopen < 0.5:

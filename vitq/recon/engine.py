@@ -246,7 +246,7 @@ class Reconstructor:
                     (loss * self.batch_share).backward()  # torchrun: the whole batch's gradient is the ranks' shares summed
                     distributed.reduce_gradients([p for group in opt.param_groups for p in group["params"]])
                     opt.step()
-                    for q in acts:
+                    for q in [*acts, *(q for _, q in rounders)]:
                         q.scale.data.clamp_(min=1e-8)
                 step += 1
                 bar.update(1)
@@ -256,7 +256,7 @@ class Reconstructor:
                 q.enabled = True
         for _, q in rounders:
             q.freeze()
-        for q in acts:
+        for q in [*acts, *(q for _, q in rounders)]:
             q.scale.requires_grad_(False)
         for b in biases:
             b.requires_grad_(False)
@@ -273,11 +273,15 @@ class Reconstructor:
         if biases and self.cfg.lr_bias > 0:
             groups.append({"params": [b.requires_grad_(True) for b in biases], "lr": self.cfg.lr_bias})
         for weight, q in rounders:
+            learn_scale = stage.weights and self.cfg.lr_weight_scale > 0
+            q.scale.requires_grad_(learn_scale)
             if stage.weights:
                 q.start_soft(weight)
                 groups.append({"params": [q.soft_logits], "lr": self.cfg.lr_rounding})
             else:
                 q.freeze()
+            if learn_scale:
+                groups.append({"params": [q.scale], "lr": self.cfg.lr_weight_scale * float(q.scale.detach().mean())})
         for q in acts:
             q.enabled = stage.activations != "off"
             learn = stage.activations == "learn"

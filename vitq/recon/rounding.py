@@ -19,10 +19,12 @@ ZETA, GAMMA = 1.1, -0.1
 class LearnedRoundingQuantizer(UniformQuantizer):
     """Symmetric per-channel weight quantizer whose rounding direction is learned.
 
-    ``x_q = clamp(floor(x / s) + r + zp, qmin, qmax)`` with ``r`` in {0, 1} (``rounding`` buffer)
-    or, while reconstructing, ``r = h(V)`` in [0, 1] (``soft_logits``, not part of the state).
-    The scale stays fixed: the rounding decisions are only meaningful for the scale they were
-    learned with.
+    ``x_q = (clamp(floor(x / g) + r + zp, qmin, qmax) - zp) * s`` with ``r`` in {0, 1} (``rounding``
+    buffer) or, while reconstructing, ``r = h(V)`` in [0, 1] (``soft_logits``, not part of the state).
+    The rounding decisions are only meaningful on the grid they were learned on, so the codes stay
+    relative to ``g`` (``grid_scale``, the calibrated step size, fixed), while the step size ``s``
+    the codes are dequantized with may be learned (``ReconConfig.lr_weight_scale``): a learned ``s``
+    rescales a channel's codes instead of re-deciding them, and ``s`` is what the export writes.
     """
 
     kind = "uniform"
@@ -30,6 +32,7 @@ class LearnedRoundingQuantizer(UniformQuantizer):
     def __init__(self, bits: int, symmetric: bool, channels: int | None, ch_axis: int, weight_shape: torch.Size) -> None:
         super().__init__(bits, symmetric, channels, ch_axis)
         self.register_buffer("rounding", torch.zeros(weight_shape, dtype=torch.uint8))
+        self.register_buffer("grid_scale", torch.ones(channels or 1))
         self.soft_logits: torch.Tensor | None = None
 
     @classmethod
@@ -40,14 +43,16 @@ class LearnedRoundingQuantizer(UniformQuantizer):
         new.enabled = quantizer.enabled
         new.scale.requires_grad_(False)
         new.to(weight.device)
+        with torch.no_grad():
+            new.grid_scale.copy_(new.scale)
         if bool(new.initialized):
             with torch.no_grad():
-                frac = weight / new._view(new.scale, weight)
+                frac = weight / new._view(new.grid_scale, weight)
                 new.rounding.copy_((frac - torch.floor(frac)) >= 0.5)
         return new
 
     def _floor(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.floor(x.detach() / self._view(self.scale, x))
+        return torch.floor(x.detach() / self._view(self.grid_scale, x))
 
     def soft_rounding(self) -> torch.Tensor:
         return torch.clamp(torch.sigmoid(self.soft_logits) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
@@ -58,7 +63,7 @@ class LearnedRoundingQuantizer(UniformQuantizer):
         the previous level's soft state, which is what "starting from the previous parameters" means.
         """
         if self.soft_logits is None:
-            frac = (weight.detach() / self._view(self.scale, weight)) - self._floor(weight)
+            frac = (weight.detach() / self._view(self.grid_scale, weight)) - self._floor(weight)
             frac = frac.clamp(1e-4, 1.0 - 1e-4)
             self.soft_logits = -torch.log((ZETA - GAMMA) / (frac - GAMMA) - 1.0)
         self.soft_logits.requires_grad_(True)
