@@ -195,11 +195,12 @@ def _rebuild(payload: dict[str, Any], recipe: Recipe, path: Path) -> QuantizedMo
         raise _Damaged(f"invalid quantizer layouts ({type(e).__name__}: {str(e)[:150]})") from None
     if recipe.reconstructs:
         attach_learned_rounding(qmodel)
-    problem = state_dict_mismatch(qmodel.state_dict(), with_grid_scales(payload["state_dict"]))
+    state_dict = with_grid_scales(payload["state_dict"])
+    problem = state_dict_mismatch(qmodel.state_dict(), state_dict)
     if problem:
         raise _Damaged(f"its state dict does not fit {model_name} {recipe.bits}: {problem}")
     try:
-        qmodel.load_state_dict(with_grid_scales(payload["state_dict"]), strict=True)
+        qmodel.load_state_dict(state_dict, strict=True)
     except RuntimeError as e:
         raise _Damaged(f"its state dict does not load into {model_name}: {str(e).strip().splitlines()[-1][:200]}") from None
     problem = quantizer_problem(qmodel)

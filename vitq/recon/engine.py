@@ -218,6 +218,7 @@ class Reconstructor:
                     if isinstance(layer.weight_quant, LearnedRoundingQuantizer) and layer.weight_quant.enabled
                     and not target.logits]
         acts = _activation_quantizers(target.modules)
+        stepped = [*acts, *(q for _, q in rounders)]  # every quantizer whose step size a stage may learn
         biases = [layer.bias_delta for layer in layers if layer.bias_delta is not None] if target.logits else []
         for _, q in rounders:
             q.reopen(self.cfg.reopen)  # only logits left by an earlier level exist here
@@ -246,7 +247,7 @@ class Reconstructor:
                     (loss * self.batch_share).backward()  # torchrun: the whole batch's gradient is the ranks' shares summed
                     distributed.reduce_gradients([p for group in opt.param_groups for p in group["params"]])
                     opt.step()
-                    for q in [*acts, *(q for _, q in rounders)]:
+                    for q in stepped:
                         q.scale.data.clamp_(min=1e-8)
                 step += 1
                 bar.update(1)
@@ -256,7 +257,7 @@ class Reconstructor:
                 q.enabled = True
         for _, q in rounders:
             q.freeze()
-        for q in [*acts, *(q for _, q in rounders)]:
+        for q in stepped:
             q.scale.requires_grad_(False)
         for b in biases:
             b.requires_grad_(False)
@@ -272,8 +273,8 @@ class Reconstructor:
         groups = []
         if biases and self.cfg.lr_bias > 0:
             groups.append({"params": [b.requires_grad_(True) for b in biases], "lr": self.cfg.lr_bias})
+        learn_scale = stage.weights and self.cfg.lr_weight_scale > 0
         for weight, q in rounders:
-            learn_scale = stage.weights and self.cfg.lr_weight_scale > 0
             q.scale.requires_grad_(learn_scale)
             if stage.weights:
                 q.start_soft(weight)

@@ -45,8 +45,7 @@ class LearnedRoundingQuantizer(UniformQuantizer):
         new.to(weight.device)
         with torch.no_grad():
             new.grid_scale.copy_(new.scale)
-        if bool(new.initialized):
-            with torch.no_grad():
+            if bool(new.initialized):
                 frac = weight / new._view(new.grid_scale, weight)
                 new.rounding.copy_((frac - torch.floor(frac)) >= 0.5)
         return new
