@@ -22,7 +22,7 @@ from vitq.models.wrap import apply_layouts, iter_quantizers, quantizer_layouts, 
 from vitq.pipeline.quantize import QuantizedModel
 from vitq.quant.quantizer import UniformQuantizer
 from vitq.recipe import Recipe, make_recipe
-from vitq.recon.rounding import attach_learned_rounding
+from vitq.recon.rounding import attach_learned_rounding, with_grid_scales
 
 CHECKPOINT_FORMAT = "vitq-quantized"
 CHECKPOINT_VERSION = 2  # 1: a QuantConfig that also held the method and its reconstruction options
@@ -52,15 +52,6 @@ def quantizer_problem(model: nn.Module) -> str | None:
             if not bool(torch.isfinite(zp).all()) or not bool(((zp >= q.grid.qmin) & (zp <= q.grid.qmax)).all()):
                 return f"quantizer {name} has a zero-point outside its grid {q.grid.qmin}..{q.grid.qmax}"
     return None
-
-
-def with_grid_scales(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``state_dict`` with the ``grid_scale`` of every learned-rounding weight quantizer saved before it had one:
-    its codes were then relative to its (never learned) ``scale``."""
-    rounded = [k.removesuffix(".rounding") for k in state_dict if k.endswith("weight_quant.rounding")]
-    missing = {f"{p}.grid_scale": state_dict[f"{p}.scale"] for p in rounded
-               if f"{p}.grid_scale" not in state_dict and f"{p}.scale" in state_dict}
-    return {**state_dict, **missing} if missing else state_dict
 
 
 def save_quantized(path: str | Path, qm: QuantizedModel, meta: dict[str, Any] | None = None) -> Path:

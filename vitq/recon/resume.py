@@ -26,7 +26,7 @@ from torch import nn
 from vitq.errors import VitqError
 from vitq.files import atomic_write
 from vitq.models.wrap import apply_layouts, quantizer_layouts
-from vitq.recon.rounding import LearnedRoundingQuantizer
+from vitq.recon.rounding import LearnedRoundingQuantizer, with_grid_scales
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class ResumeFile:
     def restore(self, state: dict[str, Any], model: nn.Module, generator: torch.Generator) -> Position:
         """Put ``state`` back into ``model`` (learned rounding attached) and ``generator``."""
         apply_layouts(model, state["layouts"])
-        model.load_state_dict(state["model"], strict=True)
+        model.load_state_dict(with_grid_scales(state["model"]), strict=True)
         modules = dict(model.named_modules())
         for name, logits in state["soft_logits"].items():
             modules[name].soft_logits = logits.to(modules[name].rounding.device)

@@ -131,3 +131,12 @@ def attach_learned_rounding(model: nn.Module) -> list[LearnedRoundingQuantizer]:
                 module.weight_quant = LearnedRoundingQuantizer.replacing(module.weight_quant, module.weight)
             out.append(module.weight_quant)
     return out
+
+
+def with_grid_scales(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state_dict`` (a checkpoint's or a resume file's) with the ``grid_scale`` of every learned-rounding weight
+    quantizer saved before it had one: its codes were then relative to its (never learned) ``scale``."""
+    rounded = [k.removesuffix(".rounding") for k in state_dict if k.endswith("weight_quant.rounding")]
+    missing = {f"{p}.grid_scale": state_dict[f"{p}.scale"] for p in rounded
+               if f"{p}.grid_scale" not in state_dict and f"{p}.scale" in state_dict}
+    return {**state_dict, **missing} if missing else state_dict
